@@ -1,0 +1,37 @@
+# The two quickstart commands: `make demo` and `make test`. Both create .venv
+# and install what they need on first use, so a fresh machine needs nothing else.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+RUNTIME_STAMP := $(VENV)/.runtime-installed
+DEV_STAMP     := $(VENV)/.dev-installed
+DEMO_ARGS ?=
+
+.PHONY: install install-dev demo test lint clean
+
+$(RUNTIME_STAMP): setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e .
+	touch $@
+
+$(DEV_STAMP): setup.py $(RUNTIME_STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+install: $(RUNTIME_STAMP)
+install-dev: $(DEV_STAMP)
+
+## Generate demo events and run the nightly job on them in local mode.
+demo: $(RUNTIME_STAMP)
+	$(PY) -m jobs.demo $(DEMO_ARGS)
+
+## Lint, then the whole test suite (slow fault and cluster tests included).
+test: $(DEV_STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+lint: $(DEV_STAMP)
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf workspace .pytest_cache spark-warehouse metastore_db derby.log

@@ -1,0 +1,185 @@
+"""The segment data model: what a predictive segment is, independent of how it was written down.
+
+`segments_lib.segment_config` parses `conf/segments.yaml` into these frozen objects; every other
+module (labels, features, training, scoring) reads only these.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Union
+
+KINDS = ("conversion", "churn", "abandonment", "high_value", "engagement", "custom")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """'12h' → 12 hours, '7d' → 7 days, '4w' → 28 days. Raises ValueError for anything else."""
+    match = _DURATION.match(str(text))
+    if not match:
+        raise ValueError(f"{text!r} is not a duration (use e.g. 24h, 7d)")
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"{text!r} must be positive")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(delta: timedelta) -> str:
+    """Shortest exact spelling: 7 days → '7d', 36 hours → '36h', 14 days → '2w' is kept as '14d'."""
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+@dataclass(frozen=True)
+class Occurs:
+    """Any of `events` happens at least `min_count` times in P3 (optionally only values in a range)."""
+
+    events: tuple[str, ...]
+    min_count: int = 1
+    value_at_least: float | None = None
+    value_at_most: float | None = None
+
+
+@dataclass(frozen=True)
+class Absent:
+    """None of `events` happens in P3 (churn)."""
+
+    events: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ValueSum:
+    """Summed `event_value` of `events` in P3 is ≥ `at_least`, or in the top `top_fraction` of users."""
+
+    events: tuple[str, ...]
+    at_least: float | None = None
+    top_fraction: float | None = None
+
+
+@dataclass(frozen=True)
+class Sequence:
+    """`first` happens in P3 and is not followed by `then` within `within` (abandonment)."""
+
+    first: str
+    then: str
+    within: timedelta
+
+
+@dataclass(frozen=True)
+class AllOf:
+    terms: tuple[Target, ...]
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    terms: tuple[Target, ...]
+
+
+Target = Union[Occurs, Absent, ValueSum, Sequence, AllOf, AnyOf]  # noqa: UP007 - recursive alias
+
+
+def target_events(target: Target) -> tuple[str, ...]:
+    """Every event name a target mentions, in first-seen order."""
+    if isinstance(target, (Occurs, Absent, ValueSum)):
+        names: tuple[str, ...] = target.events
+    elif isinstance(target, Sequence):
+        names = (target.first, target.then)
+    else:
+        names = tuple(n for term in target.terms for n in target_events(term))
+    return tuple(dict.fromkeys(names))
+
+
+def label_horizon(target: Target, prediction_window: timedelta) -> timedelta:
+    """How far past T the label looks: P3, plus H for a sequence whose follow-up may land after P3."""
+    if isinstance(target, Sequence):
+        return prediction_window + target.within
+    if isinstance(target, (AllOf, AnyOf)):
+        return max(label_horizon(t, prediction_window) for t in target.terms)
+    return prediction_window
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    """Who may be scored at T. Empty means every user seen before T."""
+
+    active_in: timedelta | None = None
+    has_done: tuple[str, ...] = ()
+    not_done: tuple[str, ...] = ()
+    lookback: timedelta | None = None  # has_done / not_done window; None means ever before T
+
+
+@dataclass(frozen=True)
+class GbtParams:
+    max_iter: int = 60
+    max_depth: int = 5
+    step_size: float = 0.1
+    subsampling_rate: float = 0.8
+    min_instances_per_node: int = 20
+    max_bins: int = 32
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    snapshots: int = 4
+    stride: timedelta = timedelta(days=7)
+    gbt: GbtParams = field(default_factory=GbtParams)
+    search: tuple[GbtParams, ...] = ()  # extra candidates for the time-based hyperparameter search
+    retrain_every: timedelta = timedelta(days=7)
+    min_positives: int = 500
+    min_negatives: int = 500
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class DurationPair:
+    """Time from `first` to the next `then`, and how often `then` did not follow within `within`."""
+
+    first: str
+    then: str
+    within: timedelta = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class SegmentDefinition:
+    name: str
+    kind: str
+    target: Target
+    past_window: timedelta
+    prediction_window: timedelta
+    precision_level: str | float = "medium"
+    feature_windows: tuple[timedelta, ...] = ()
+    feature_events: tuple[str, ...] | None = None  # None: every event seen (or the `top_events` most frequent)
+    top_events: int | None = None
+    duration_pairs: tuple[DurationPair, ...] = ()
+    eligible: Eligibility = field(default_factory=Eligibility)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    description: str = ""
+
+    @property
+    def horizon(self) -> timedelta:
+        return label_horizon(self.target, self.prediction_window)
+
+    @property
+    def windows(self) -> tuple[timedelta, ...]:
+        """Feature windows: configured ones, else 1d, 7d and P1 (deduplicated, ascending)."""
+        chosen = self.feature_windows or (timedelta(days=1), timedelta(days=7), self.past_window)
+        return tuple(sorted({w for w in chosen if w <= self.past_window} | {self.past_window}))
+
+    def promised_precision(self, levels: Mapping[str, float]) -> float:
+        """The number behind this segment's precision level."""
+        if isinstance(self.precision_level, str):
+            return levels[self.precision_level]
+        return float(self.precision_level)
+
+    def level_name(self) -> str:
+        if isinstance(self.precision_level, str):
+            return self.precision_level
+        return f"p{round(float(self.precision_level) * 100):02d}"

@@ -1,0 +1,242 @@
+"""SparkSession with Delta Lake configured: local mode by default, spark-submit's settings respected.
+
+Delta's JARs are resolved once from Maven Central (Ivy, through `spark.jars.packages`) into a cache
+directory; the resolved list is written to a manifest so later runs pass `spark.jars` and skip
+resolution. If Ivy cannot reach Maven Central while Maven can, the same JARs are fetched with
+`mvn dependency:copy-dependencies`. Clusters without internet access list pre-downloaded JARs in
+`spark.delta_jars`. Run `python -m segments_lib.session --submit-args` to print the `--jars` flag
+for `spark-submit`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from segments_lib.config import SparkConfig
+
+log = logging.getLogger(__name__)
+
+MIN_JAVA = 17
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+
+
+class EnvironmentProblem(RuntimeError):
+    """The machine lacks something Spark needs (Java, Delta JARs); the message says what and how to fix."""
+
+
+def _java_binary() -> str | None:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").exists():
+        return str(Path(java_home) / "bin" / "java")
+    return shutil.which("java")
+
+
+def parse_java_major(version_output: str) -> int | None:
+    """Major version from `java -version` output: '17.0.15' → 17, '1.8.0_392' → 8."""
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', version_output)
+    if not match:
+        return None
+    major = int(match.group(1))
+    return int(match.group(2) or 0) if major == 1 else major
+
+
+def check_java(min_major: int = MIN_JAVA) -> int:
+    """Return Java's major version, or raise a clear error naming what was found and what is needed."""
+    java = _java_binary()
+    if java is None:
+        raise EnvironmentProblem(
+            f"Java not found: Spark 4 needs Java {min_major} or newer. Install it "
+            f"(e.g. `apt-get install openjdk-{min_major}-jdk-headless`) or set JAVA_HOME."
+        )
+    result = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+    output = result.stderr + result.stdout
+    major = parse_java_major(output)
+    if major is None or major < min_major:
+        found = output.strip().splitlines()[0] if output.strip() else "no version output"
+        raise EnvironmentProblem(
+            f"Java at {java} is too old or unrecognised ({found}); Spark 4 needs Java {min_major}+. "
+            f"Set JAVA_HOME to a Java {min_major}+ installation."
+        )
+    return major
+
+
+def _manifest_path(cfg: SparkConfig) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", cfg.delta_package)
+    return cfg.jars_cache_dir.expanduser() / f"{safe}.jars.txt"
+
+
+def cached_delta_jars(cfg: SparkConfig) -> list[str] | None:
+    """JARs to pass as spark.jars: configured ones, else a complete cached resolution, else None."""
+    if cfg.delta_jars:
+        missing = [j for j in cfg.delta_jars if "://" not in j and not Path(j).expanduser().exists()]
+        if missing:
+            raise EnvironmentProblem(f"spark.delta_jars lists JARs that do not exist: {', '.join(missing)}")
+        return [str(Path(j).expanduser()) if "://" not in j else j for j in cfg.delta_jars]
+    manifest = _manifest_path(cfg)
+    if not manifest.exists():
+        return None
+    jars = [line for line in manifest.read_text().splitlines() if line.strip()]
+    if jars and all(Path(j).exists() for j in jars):
+        return jars
+    return None
+
+
+def _write_manifest(cfg: SparkConfig, jars: list[str]) -> None:
+    manifest = _manifest_path(cfg)
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = manifest.with_suffix(".tmp")
+    tmp.write_text("\n".join(jars) + "\n")
+    tmp.replace(manifest)  # atomic: a concurrent reader never sees half a list
+
+
+def resolve_with_maven(cfg: SparkConfig) -> list[str]:
+    """Fetch the Delta package and its runtime dependencies with Maven into the JAR cache."""
+    group, artifact, version = cfg.delta_package.split(":")
+    dest = cfg.jars_cache_dir.expanduser() / "maven"
+    dest.mkdir(parents=True, exist_ok=True)
+    pom = f"""<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>
+<groupId>local</groupId><artifactId>delta-jars</artifactId><version>1</version>
+<dependencies><dependency><groupId>{group}</groupId><artifactId>{artifact}</artifactId>
+<version>{version}</version></dependency></dependencies></project>"""
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "pom.xml").write_text(pom)
+        result = subprocess.run(
+            ["mvn", "-q", "-B", "dependency:copy-dependencies", f"-DoutputDirectory={dest}",
+             "-DincludeScope=runtime"],
+            cwd=tmp, capture_output=True, text=True, check=False,
+        )
+    if result.returncode != 0:
+        raise EnvironmentProblem(
+            f"could not resolve {cfg.delta_package} with Ivy or Maven; Maven said:\n"
+            f"{(result.stdout + result.stderr)[-2000:]}\n"
+            "On a cluster without internet access, list pre-downloaded JARs in spark.delta_jars."
+        )
+    jars = sorted(str(p) for p in dest.glob("*.jar"))
+    _write_manifest(cfg, jars)
+    return jars
+
+
+def _launched_by_spark_submit() -> bool:
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def submitted_conf() -> dict[str, str]:
+    """Settings spark-submit (or an already running context) fixed before this code ran."""
+    from pyspark import SparkConf, SparkContext
+
+    if _launched_by_spark_submit():
+        SparkContext._ensure_initialized()  # attach to the JVM spark-submit started, so SparkConf sees it
+    if SparkContext._jvm is None:
+        return {}
+    return dict(SparkConf().getAll())
+
+
+def build_session(cfg: SparkConfig, app_name: str | None = None):  # -> SparkSession
+    """Create (or reuse) a SparkSession with Delta configured, never overriding what is already set."""
+    check_java()
+    from pyspark.errors import PySparkRuntimeError
+    from pyspark.sql import SparkSession
+
+    fixed = submitted_conf()
+    wanted: dict[str, str] = {
+        "spark.app.name": app_name or cfg.app_name,
+        "spark.master": cfg.master or os.environ.get("SPARK_MASTER") or "local[*]",
+        **cfg.conf,
+    }
+    extensions = fixed.get("spark.sql.extensions", "")
+    if DELTA_EXTENSION not in extensions:
+        wanted["spark.sql.extensions"] = ",".join(e for e in (extensions, DELTA_EXTENSION) if e)
+    if "spark.sql.catalog.spark_catalog" not in fixed:
+        wanted["spark.sql.catalog.spark_catalog"] = DELTA_CATALOG
+
+    jar_conf: dict[str, str] = {}
+    has_delta_jars = any("delta" in fixed.get(k, "") for k in ("spark.jars", "spark.jars.packages"))
+    if not _launched_by_spark_submit() and not has_delta_jars:
+        jars = cached_delta_jars(cfg)
+        if jars:
+            jar_conf["spark.jars"] = ",".join(jars)
+        else:
+            jar_conf["spark.jars.packages"] = cfg.delta_package
+            jar_conf["spark.jars.ivy"] = str(cfg.jars_cache_dir.expanduser() / "ivy")
+
+    def create(extra: dict[str, str]):
+        builder = SparkSession.builder
+        for key, value in {**wanted, **extra}.items():
+            if key == "spark.sql.extensions" or key not in fixed:
+                builder = builder.config(key, value)
+        return builder.getOrCreate()
+
+    try:
+        spark = create(jar_conf)
+    except PySparkRuntimeError:
+        if "spark.jars.packages" not in jar_conf:
+            raise
+        log.warning("Ivy could not resolve %s; trying Maven", cfg.delta_package)
+        spark = create({"spark.jars": ",".join(resolve_with_maven(cfg))})
+
+    if "spark.jars.packages" in jar_conf:
+        resolved = [j.removeprefix("file://").removeprefix("file:")
+                    for j in spark.sparkContext.getConf().get("spark.jars", "").split(",") if j]
+        if resolved:
+            _write_manifest(cfg, resolved)
+            log.info("Delta JARs resolved once and cached in %s", _manifest_path(cfg))
+    _check_delta_loaded(spark)
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def _check_delta_loaded(spark) -> None:
+    try:
+        spark.sparkContext._jvm.java.lang.Class.forName(
+            DELTA_EXTENSION, True, spark.sparkContext._jvm.java.lang.Thread.currentThread().getContextClassLoader()
+        )
+    except Exception as exc:
+        raise EnvironmentProblem(
+            "Delta Lake classes are not on the driver's classpath. Under spark-submit pass them with "
+            "`$(python -m segments_lib.session --submit-args)` or `--packages io.delta:...`."
+        ) from exc
+
+
+def submit_args(cfg: SparkConfig) -> list[str]:
+    """`--jars a.jar,b.jar` for spark-submit, resolving (and caching) the JARs first if needed."""
+    jars = cached_delta_jars(cfg)
+    if jars is None:
+        spark = build_session(cfg, app_name="resolve-delta-jars")
+        spark.stop()
+        jars = cached_delta_jars(cfg)
+    if not jars:
+        raise EnvironmentProblem(f"could not resolve JARs for {cfg.delta_package}")
+    return ["--jars", ",".join(jars), "--conf", f"spark.sql.extensions={DELTA_EXTENSION}",
+            "--conf", f"spark.sql.catalog.spark_catalog={DELTA_CATALOG}"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from segments_lib.config import load_config
+
+    parser = argparse.ArgumentParser(description="Delta-enabled Spark session helpers")
+    parser.add_argument("--conf", default=None, help="config overlay (name in conf/ or a path)")
+    parser.add_argument("--submit-args", action="store_true", help="print spark-submit flags for Delta")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.conf).spark
+    if args.submit_args:
+        print(" ".join(submit_args(cfg)))
+        return 0
+    spark = build_session(cfg)
+    print(f"Spark {spark.version} master={spark.sparkContext.master} delta jars cached: "
+          f"{cached_delta_jars(cfg) is not None}")
+    spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""The one module that knows table names and locations, and how Delta reads and writes are done.
+
+Every write is atomic (one Delta commit) and idempotent: a night's rows are replaced with
+`replaceWhere` on the partition values they belong to, so re-running a night gives the same table.
+Concurrent writers to disjoint partitions are retried on Delta's optimistic-concurrency conflicts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+
+from segments_lib.config import AppConfig
+
+log = logging.getLogger(__name__)
+
+EVENTS_QUARANTINE = "events_quarantine"
+SEGMENT_FEATURES = "segment_features"
+SEGMENT_MEMBERSHIP = "segment_membership"
+SEGMENT_THRESHOLDS = "segment_thresholds"
+SEGMENT_RUNS = "segment_runs"
+SEGMENT_BACKTEST = "segment_backtest"
+SEGMENT_DRIFT = "segment_drift"
+OUTPUT_TABLES = (SEGMENT_MEMBERSHIP, SEGMENT_THRESHOLDS, SEGMENT_RUNS, SEGMENT_BACKTEST, SEGMENT_DRIFT)
+
+# Output tables stay readable by delta-rs, DuckDB and Trino: no deletion vectors, no column mapping.
+READER_FRIENDLY_PROPERTIES = {
+    "delta.enableDeletionVectors": "false",
+    "delta.appendOnly": "false",
+}
+
+
+class TableError(RuntimeError):
+    """A table is missing, unreadable or unwritable; the message names the path."""
+
+
+class UnsafePathError(ValueError):
+    """A name would place a table outside the configured output location."""
+
+
+def output_path(cfg: AppConfig, table: str) -> Path:
+    """Location of an output table, refusing names that escape the output root (e.g. '../x')."""
+    root = cfg.output.root.resolve()
+    candidate = (root / table).resolve()
+    if table in ("", ".") or root not in candidate.parents:
+        raise UnsafePathError(f"table name {table!r} would write outside the output location {root}")
+    return candidate
+
+
+def quarantine_path(cfg: AppConfig) -> Path:
+    return cfg.quarantine_path
+
+
+def events_path(cfg: AppConfig) -> Path:
+    return cfg.events.path
+
+
+def is_delta_table(spark: SparkSession, path: Path | str) -> bool:
+    from delta.tables import DeltaTable
+
+    return DeltaTable.isDeltaTable(spark, str(path))
+
+
+def read_delta(spark: SparkSession, path: Path | str, version: int | None = None) -> DataFrame:
+    if not is_delta_table(spark, path):
+        raise TableError(f"no Delta table at {path}")
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(str(path))
+
+
+def delta_version(spark: SparkSession, path: Path | str) -> int | None:
+    """Latest committed version of a Delta table, or None when there is no table."""
+    from delta.tables import DeltaTable
+
+    if not is_delta_table(spark, path):
+        return None
+    row = DeltaTable.forPath(spark, str(path)).history(1).select("version").first()
+    return int(row["version"]) if row else None
+
+
+def _sql_literal(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, datetime):
+        return f"TIMESTAMP'{value.isoformat(sep=' ')}'"
+    if isinstance(value, date):
+        return f"DATE'{value.isoformat()}'"
+    text = str(value).replace("'", "''")
+    return f"'{text}'"
+
+
+def replace_where_clause(keys: Mapping[str, object]) -> str:
+    """SQL predicate selecting exactly the rows of one (segment, date, ...) slice."""
+    if not keys:
+        raise ValueError("replace_partition needs at least one key to bound the overwrite")
+    return " AND ".join(f"`{col}` = {_sql_literal(val)}" for col, val in sorted(keys.items()))
+
+
+def _is_retryable_conflict(exc: Exception) -> bool:
+    text = f"{type(exc).__name__} {exc}"
+    return any(
+        name in text
+        for name in ("ConcurrentAppendException", "ConcurrentWriteException", "ProtocolChangedException",
+                     "MetadataChangedException", "ConcurrentTransactionException", "DELTA_CONCURRENT")
+    )
+
+
+def with_conflict_retry(action, what: str, attempts: int = 6, base_delay_s: float = 0.5):
+    """Run a Delta write, retrying optimistic-concurrency conflicts with backoff."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except Exception as exc:
+            if attempt == attempts or not _is_retryable_conflict(exc):
+                raise
+            delay = base_delay_s * 2 ** (attempt - 1)
+            log.warning("%s: concurrent Delta commit (%s), retry %d in %.1fs",
+                        what, type(exc).__name__, attempt, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def replace_partition(
+    df: DataFrame,
+    path: Path | str,
+    keys: Mapping[str, object],
+    partition_by: Sequence[str] = (),
+    properties: Mapping[str, str] | None = None,
+    description: str | None = None,
+) -> None:
+    """Atomically replace the rows matching `keys` with `df` (creating the table if needed).
+
+    Rows of `df` must all match `keys`; Delta enforces that with replaceWhere's constraint check.
+    """
+    path = str(path)
+    predicate = replace_where_clause(keys)
+    spark = df.sparkSession
+
+    def write() -> None:
+        writer = df.write.format("delta").option("replaceWhere", predicate)
+        if not is_delta_table(spark, path):
+            writer = writer.mode("overwrite")
+            if partition_by:
+                writer = writer.partitionBy(*partition_by)
+            if description:
+                writer = writer.option("description", description)
+        else:
+            writer = writer.mode("overwrite")
+        writer.save(path)
+
+    try:
+        with_conflict_retry(write, f"replace {predicate} in {path}")
+    except Exception as exc:
+        if _is_retryable_conflict(exc):
+            raise
+        if isinstance(exc, OSError) or "Permission denied" in str(exc) or "AccessDenied" in str(exc):
+            raise TableError(f"cannot write Delta table at {path}: {exc}") from exc
+        raise
+    if properties:
+        set_table_properties(spark, path, properties)
+
+
+def set_table_properties(spark: SparkSession, path: Path | str, properties: Mapping[str, str]) -> None:
+    current = {
+        row["key"]: row["value"]
+        for row in spark.sql(f"SHOW TBLPROPERTIES delta.`{path}`").collect()
+    }
+    missing = {k: v for k, v in properties.items() if current.get(k) != v}
+    if missing:
+        assignments = ", ".join(f"'{k}' = '{v}'" for k, v in missing.items())
+        with_conflict_retry(
+            lambda: spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({assignments})"),
+            f"set properties on {path}",
+        )
+
+
+def append(df: DataFrame, path: Path | str, partition_by: Sequence[str] = ()) -> None:
+    writer = df.write.format("delta").mode("append")
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    with_conflict_retry(lambda: writer.save(str(path)), f"append to {path}")

@@ -1,0 +1,48 @@
+"""Packaging for segments_lib: predictive segments on Spark, Delta Lake and MLflow."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+# delta-spark's pip release 4.4.1 has no matching JAR on Maven Central (the newest
+# io.delta:delta-spark_4.2_2.13 there is 4.4.0), so the pair is pinned to what resolves.
+RUNTIME = [
+    "pyspark==4.2.0",
+    "delta-spark==4.4.0",
+    "mlflow>=3.5,<4",
+    "pyyaml>=6,<7",
+    "pandas>=2.2,<3",  # pyspark 4.2 warns that pandas 3 is not fully supported
+    "numpy>=1.26,<3",
+    "pyarrow>=15",
+    "matplotlib>=3.8",
+]
+
+DEV = [
+    "pytest>=8",
+    "pytest-timeout>=2.3",
+    "hypothesis>=6.100",
+    "ruff>=0.6",
+    "deltalake>=1.0",
+    "duckdb>=1.1",
+    "lightgbm>=4.3",
+    "scikit-learn>=1.4",
+    "nbclient>=0.10",
+    "nbformat>=5.10",
+    "ipykernel>=6.29",
+    "psutil>=5.9",
+]
+
+setup(
+    name="predictive-segments",
+    version="0.1.0",
+    description="Nightly predictive segments (purchase, churn, abandonment, value, engagement) "
+    "on Spark, Delta Lake and MLflow",
+    long_description=Path("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["segments_lib", "segments_lib.*", "jobs", "jobs.*"]),
+    install_requires=RUNTIME,
+    extras_require={"dev": DEV},
+    include_package_data=True,
+    license="Apache-2.0",
+)

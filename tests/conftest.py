@@ -1,0 +1,52 @@
+"""One Spark session for the whole test run; tiny DataFrames; small shuffles."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from segments_lib.config import AppConfig, load_config
+
+os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
+
+TEST_SPARK_CONF = {
+    "spark.sql.shuffle.partitions": "2",
+    "spark.default.parallelism": "2",
+    "spark.sql.adaptive.enabled": "false",
+    "spark.ui.enabled": "false",
+    "spark.driver.memory": "3g",
+    "spark.sql.session.timeZone": "UTC",
+}
+
+
+def make_config(workspace: Path, **overrides: object) -> AppConfig:
+    """The project's real config, with the workspace moved into a temporary folder."""
+    merged = {"workspace": str(workspace), "spark": {"master": "local[2]", "conf": TEST_SPARK_CONF}}
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return load_config(None, overrides=merged)
+
+
+@pytest.fixture(scope="session")
+def session_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("workspace")
+
+
+@pytest.fixture(scope="session")
+def spark(session_workspace: Path):
+    from segments_lib.session import build_session
+
+    cfg = make_config(session_workspace)
+    session = build_session(cfg.spark, app_name="segments-tests")
+    yield session
+    session.stop()
+
+
+@pytest.fixture()
+def app_config(tmp_path: Path) -> AppConfig:
+    return make_config(tmp_path / "ws")
