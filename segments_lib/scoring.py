@@ -1,0 +1,112 @@
+"""Membership rows for one segment and run date: pure transforms from scored users to the BI contract."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    BooleanType,
+    DateType,
+    DoubleType,
+    IntegerType,
+    StringType,
+    StructField,
+    StructType,
+)
+
+CONTROL_BUCKETS = 10_000
+
+# Stable, documented columns: BI tools and campaign systems read these names.
+MEMBERSHIP_COLUMNS: tuple[tuple[str, object, str], ...] = (
+    ("run_date", DateType(), "Night the segment was computed for; features use events before this date (UTC)."),
+    ("segment", StringType(), "Segment name from conf/segments.yaml."),
+    ("user_id", StringType(), "User identifier from the events table."),
+    ("score", DoubleType(), "Calibrated probability that the user meets the target in the prediction window."),
+    ("precision_tier", StringType(), "Strictest precision level the user qualifies for, null if none."),
+    ("member_high", BooleanType(), "Member at the 'high' precision level (smallest, most accurate)."),
+    ("member_medium", BooleanType(), "Member at the 'medium' precision level."),
+    ("member_low", BooleanType(), "Member at the 'low' precision level (largest, broadest)."),
+    ("is_member", BooleanType(), "Member at the segment's configured precision level."),
+    ("threshold", DoubleType(), "Score threshold of the segment's configured level; null when it is unreachable."),
+    ("model_name", StringType(), "MLflow registered model that produced the score."),
+    ("model_version", IntegerType(), "MLflow model version that produced the score."),
+    ("mlflow_run_id", StringType(), "MLflow run that trained and calibrated the model."),
+    ("control_group", BooleanType(), "Random hold-out (hash of segment, user, date): do not target; measure uplift."),
+)
+
+MEMBERSHIP_SCHEMA = StructType([StructField(n, t, nullable=True) for n, t, _ in MEMBERSHIP_COLUMNS])
+
+
+@dataclass(frozen=True)
+class LevelThreshold:
+    """A precision level's threshold for scoring; `threshold` is None when the level is unreachable."""
+
+    level: str
+    target_precision: float
+    threshold: float | None
+
+
+@dataclass(frozen=True)
+class ScoringContext:
+    segment: str
+    run_date: date
+    segment_level: str
+    levels: tuple[LevelThreshold, ...]
+    model_name: str
+    model_version: int
+    mlflow_run_id: str
+    control_share: float
+
+
+def control_flag(segment: str, run_date: date, user_id: Column, share: float) -> Column:
+    """Deterministic hash of (segment, user, date) → True for `share` of users, stable across reruns."""
+    bucket = F.pmod(F.xxhash64(F.lit(segment), user_id, F.lit(run_date.isoformat())), F.lit(CONTROL_BUCKETS))
+    return bucket < F.lit(round(share * CONTROL_BUCKETS))
+
+
+def member_flag(score: Column, threshold: float | None) -> Column:
+    if threshold is None:
+        return F.lit(False)
+    return F.coalesce(score >= F.lit(threshold), F.lit(False))
+
+
+def tier_column(score: Column, levels: tuple[LevelThreshold, ...]) -> Column:
+    """Strictest reachable level whose threshold the score meets, else null."""
+    reachable = sorted((lv for lv in levels if lv.threshold is not None), key=lambda lv: -lv.target_precision)
+    tier: Column = F.lit(None).cast(StringType())
+    for lv in reversed(reachable):  # build from loosest outward so the strictest condition is checked first
+        tier = F.when(score >= F.lit(lv.threshold), F.lit(lv.level)).otherwise(tier)
+    return tier
+
+
+def membership_rows(scored: DataFrame, ctx: ScoringContext) -> DataFrame:
+    """`scored` has user_id and score (calibrated); returns rows in MEMBERSHIP_SCHEMA order."""
+    by_level = {lv.level: lv for lv in ctx.levels}
+    own = by_level[ctx.segment_level]
+    score = F.col("score")
+    columns = {
+        "run_date": F.lit(ctx.run_date).cast(DateType()),
+        "segment": F.lit(ctx.segment),
+        "user_id": F.col("user_id").cast(StringType()),
+        "score": score.cast(DoubleType()),
+        "precision_tier": tier_column(score, ctx.levels),
+        "member_high": member_flag(score, by_level["high"].threshold) if "high" in by_level else F.lit(None),
+        "member_medium": member_flag(score, by_level["medium"].threshold) if "medium" in by_level else F.lit(None),
+        "member_low": member_flag(score, by_level["low"].threshold) if "low" in by_level else F.lit(None),
+        "is_member": member_flag(score, own.threshold),
+        "threshold": F.lit(own.threshold).cast(DoubleType()),
+        "model_name": F.lit(ctx.model_name),
+        "model_version": F.lit(ctx.model_version).cast(IntegerType()),
+        "mlflow_run_id": F.lit(ctx.mlflow_run_id),
+        "control_group": control_flag(ctx.segment, ctx.run_date, F.col("user_id"), ctx.control_share),
+    }
+    return scored.select(*[columns[name].cast(dtype).alias(name) for name, dtype, _ in MEMBERSHIP_COLUMNS])
+
+
+def level_thresholds(levels: Mapping[str, float], chosen: Mapping[str, float | None]) -> tuple[LevelThreshold, ...]:
+    """Pair each configured level's promise with the threshold calibrated for it (None: unreachable)."""
+    return tuple(LevelThreshold(name, target, chosen.get(name)) for name, target in levels.items())
