@@ -104,7 +104,10 @@ def membership_rows(scored: DataFrame, ctx: ScoringContext) -> DataFrame:
         "mlflow_run_id": F.lit(ctx.mlflow_run_id),
         "control_group": control_flag(ctx.segment, ctx.run_date, F.col("user_id"), ctx.control_share),
     }
-    return scored.select(*[columns[name].cast(dtype).alias(name) for name, dtype, _ in MEMBERSHIP_COLUMNS])
+    # Column comments travel in the schema metadata, so Delta stores them and DESCRIBE shows them.
+    return scored.select(*[
+        columns[name].cast(dtype).alias(name, metadata={"comment": doc}) for name, dtype, doc in MEMBERSHIP_COLUMNS
+    ])
 
 
 def level_thresholds(levels: Mapping[str, float], chosen: Mapping[str, float | None]) -> tuple[LevelThreshold, ...]:

@@ -188,3 +188,59 @@ def append(df: DataFrame, path: Path | str, partition_by: Sequence[str] = ()) ->
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     with_conflict_retry(lambda: writer.save(str(path)), f"append to {path}")
+
+
+def write_output(
+    df: DataFrame,
+    cfg: AppConfig,
+    table: str,
+    keys: Mapping[str, object],
+    partition_by: Sequence[str] = (),
+    description: str | None = None,
+) -> Path:
+    """Replace one (segment, date) slice of an output table, keeping it readable by non-Spark readers."""
+    path = output_path(cfg, table)
+    replace_partition(df, path, keys, partition_by, READER_FRIENDLY_PROPERTIES, description)
+    return path
+
+
+def read_output(spark: SparkSession, cfg: AppConfig, table: str) -> DataFrame | None:
+    """An output table, or None when no night has written it yet."""
+    path = output_path(cfg, table)
+    return read_delta(spark, path) if is_delta_table(spark, path) else None
+
+
+MEMBERSHIP_CURRENT_VIEW = "segment_membership_current"
+
+
+def membership_current_sql(source: str) -> str:
+    """The latest run of each segment: what a BI tool should read by default."""
+    return (
+        f"SELECT m.* FROM {source} m JOIN "
+        f"(SELECT segment AS latest_segment, max(run_date) AS latest_run_date FROM {source} GROUP BY segment) l "
+        "ON m.segment = l.latest_segment AND m.run_date = l.latest_run_date"
+    )
+
+
+def register_views(spark: SparkSession, cfg: AppConfig) -> list[str]:
+    """Expose the output tables by name: session temp views, plus catalog tables when a database is configured."""
+    registered: list[str] = []
+    database = cfg.output.catalog_database
+    if database:
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+    for table in OUTPUT_TABLES:
+        path = output_path(cfg, table)
+        if not is_delta_table(spark, path):
+            continue
+        spark.read.format("delta").load(str(path)).createOrReplaceTempView(table)
+        registered.append(table)
+        if database:
+            spark.sql(f"CREATE TABLE IF NOT EXISTS `{database}`.`{table}` USING DELTA LOCATION '{path}'")
+    if SEGMENT_MEMBERSHIP in registered:
+        spark.sql(f"CREATE OR REPLACE TEMP VIEW {MEMBERSHIP_CURRENT_VIEW} AS "
+                  f"{membership_current_sql(SEGMENT_MEMBERSHIP)}")
+        if database:
+            spark.sql(f"CREATE OR REPLACE VIEW `{database}`.`{MEMBERSHIP_CURRENT_VIEW}` AS "
+                      f"{membership_current_sql(f'`{database}`.`{SEGMENT_MEMBERSHIP}`')}")
+        registered.append(MEMBERSHIP_CURRENT_VIEW)
+    return registered
