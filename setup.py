@@ -15,6 +15,7 @@ RUNTIME = [
     "numpy>=1.26,<3",
     "pyarrow>=15",
     "matplotlib>=3.8",
+    "scipy>=1.11",  # Clopper–Pearson bounds (segments_lib.calibration)
 ]
 
 DEV = [
