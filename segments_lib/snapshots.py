@@ -44,6 +44,11 @@ def midnight_utc(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=timezone.utc)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """An aware UTC datetime; naive ones (as Spark's collect returns them) are in the driver's local zone."""
+    return moment.astimezone(timezone.utc)
+
+
 def snapshot_calendar(run_date: date, horizon: timedelta, n_training: int, stride: timedelta) -> SnapshotCalendar:
     """The calendar for one run; raises ValueError naming the argument when it cannot be built."""
     if n_training < 1:
