@@ -1,0 +1,276 @@
+"""The promise ledger: realized versus promised precision of a closed membership, and when to act on it.
+
+On night D the ledger evaluates the membership of run date S = D − ceil(horizon) (`backtest_scored_date`):
+the newest run date whose outcome window [S, S + horizon) has closed before D 00:00 UTC. `backtest_rows`
+turns that membership and its labels into one ledger row per precision level with a single aggregation;
+`consecutive_misses` / `precision_flag` read the ledger back to find segments that keep missing their
+promise, and `retrain_triggers` says why a `--retrain auto` night should retrain.
+
+Drift (PSI) lives in `monitoring_drift`, night-to-night churn in `monitoring_stability`; both are
+re-exported here so the nightly job imports monitoring from one place.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import pandas as pd
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import BooleanType, DateType, DoubleType, LongType, StringType, StructField, StructType
+
+from segments_lib.monitoring_drift import feature_psi, psi, top_drifting
+from segments_lib.monitoring_stability import ChurnStats, membership_churn
+
+__all__ = [
+    "BACKTEST_COLUMNS",
+    "BACKTEST_SCHEMA",
+    "ChurnStats",
+    "LevelPromise",
+    "backtest_rows",
+    "backtest_scored_date",
+    "consecutive_misses",
+    "default_level_columns",
+    "feature_psi",
+    "labels_for_membership",
+    "membership_churn",
+    "precision_flag",
+    "psi",
+    "retrain_triggers",
+    "top_drifting",
+]
+
+# Stable, documented columns of `segment_backtest`: the evidence a reader checks a promise against.
+BACKTEST_COLUMNS: tuple[tuple[str, object, str], ...] = (
+    ("segment", StringType(), "Segment name from conf/segments.yaml."),
+    ("scored_date", DateType(), "Run date of the membership being evaluated (its snapshot is this date 00:00 UTC)."),
+    ("evaluated_on", DateType(), "Night the evaluation ran; the outcome window closed before this date."),
+    ("level", StringType(), "Precision level whose members are evaluated."),
+    ("promised_precision", DoubleType(), "Precision the level targets (config precision_levels)."),
+    ("promised_lower_bound", DoubleType(), "Holdout lower confidence bound on precision at the chosen threshold."),
+    ("members", LongType(), "Members at this level (treated and control) with a known outcome."),
+    ("true_positives", LongType(), "Members whose target happened in the outcome window."),
+    ("realized_precision", DoubleType(), "true_positives / members; null when there are no members."),
+    ("realized_recall", DoubleType(), "true_positives / positives among eligible users; null when none."),
+    ("eligible", LongType(), "Scored eligible users with a known outcome."),
+    ("positives", LongType(), "Eligible users whose target happened."),
+    ("base_rate", DoubleType(), "positives / eligible: the precision of targeting everyone."),
+    ("treated_members", LongType(), "Members outside the control group."),
+    ("treated_outcome_rate", DoubleType(), "Outcome rate of treated members; null when there are none."),
+    ("control_members", LongType(), "Members in the random control group (not targeted)."),
+    ("control_outcome_rate", DoubleType(), "Outcome rate of control members; null when there are none."),
+    ("unlabeled", LongType(), "Scored users without a label row; excluded from every count above."),
+    ("meets_lower_bound", BooleanType(), "realized_precision >= promised_lower_bound; null without members or bound."),
+)
+
+BACKTEST_SCHEMA = StructType([StructField(n, t, nullable=True) for n, t, _ in BACKTEST_COLUMNS])
+
+
+@dataclass(frozen=True)
+class LevelPromise:
+    """What a level promised on the holdout: target precision and the measured lower bound (None: unreachable)."""
+
+    promised_precision: float
+    lower_bound: float | None
+
+
+def backtest_scored_date(evaluated_on: date, horizon: timedelta) -> date:
+    """The newest run date S whose outcome window [S, S + horizon) is closed on night `evaluated_on`.
+
+    The horizon is rounded up to whole days: a 7d + 12h sequence horizon evaluates S = D − 8, because
+    S = D − 7 would still be open until D 12:00.
+    """
+    if horizon <= timedelta(0):
+        raise ValueError(f"horizon must be positive, found {horizon}")
+    return evaluated_on - timedelta(days=math.ceil(horizon / timedelta(days=1)))
+
+
+def labels_for_membership(events: DataFrame, membership: DataFrame, target: object,
+                          prediction_window: timedelta) -> DataFrame:
+    """`user_id`, `label` for exactly the users of one night's membership (its run_date is the snapshot).
+
+    Building labels for the membership population itself is what makes the ledger exact: a churn
+    target labels a user without events as 1, so defaulting missing labels to 0 would be wrong.
+    """
+    from segments_lib.targets import build_labels
+
+    _require(membership, ["run_date", "user_id"], "membership")
+    # The session time zone is UTC (base.yaml), so the date cast is midnight UTC, like scoring snapshots.
+    population = membership.select(F.col("run_date").cast("timestamp").alias("snapshot_time"), "user_id")
+    labels = build_labels(events, population, target, prediction_window)  # type: ignore[arg-type]
+    return labels.select("user_id", "label")
+
+
+def default_level_columns(levels: Sequence[str], segment_level: str) -> dict[str, str]:
+    """Level → membership flag column: `member_<level>` for the standard levels, `is_member` for the own level.
+
+    A segment with a custom precision (e.g. 0.65 → level 'p65') only has its own flag, `is_member`.
+    """
+    columns = {level: f"member_{level}" for level in levels if level in ("high", "medium", "low")}
+    columns[segment_level] = columns.get(segment_level, "is_member")
+    return columns
+
+
+def _require(df: DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what}: missing column(s) {missing}; found {df.columns}")
+
+
+def _ratio(numerator: Column, denominator: Column) -> Column:
+    return F.when(denominator > 0, numerator.cast("double") / denominator)
+
+
+def backtest_rows(
+    membership: DataFrame,
+    labels: DataFrame,
+    promises: Mapping[str, LevelPromise],
+    scored_date: date,
+    evaluated_on: date,
+    level_columns: Mapping[str, str] | None = None,
+) -> DataFrame:
+    """One `segment_backtest` row per level for one segment's membership of `scored_date`.
+
+    `membership` is that night's rows for one segment (members and non-members, as scoring wrote
+    them); `labels` has `user_id`, `label` (0/1), ideally for exactly those users
+    (`labels_for_membership`). A scored user without a label row is *not* assumed negative: it is
+    counted in `unlabeled` and left out of every other count. Precision counts all members, treated
+    and control alike, because the promise is about who the score selects; the two outcome rates
+    beside it show whether targeting changed the outcome.
+    """
+    columns = dict(level_columns) if level_columns is not None else {lv: f"member_{lv}" for lv in promises}
+    unknown = [lv for lv in promises if lv not in columns]
+    if unknown:
+        raise ValueError(f"promises name level(s) {unknown} without a membership column; columns: {columns}")
+    _require(membership, ["segment", "user_id", "control_group", *(columns[lv] for lv in promises)], "membership")
+    _require(labels, ["user_id", "label"], "labels")
+    if not promises:
+        raise ValueError("backtest_rows needs at least one level promise")
+
+    joined = membership.join(labels.select("user_id", F.col("label").cast("int").alias("label")),
+                             on="user_id", how="left")
+    known = F.col("label").isNotNull()
+    positive = F.col("label") == 1
+    control = F.coalesce(F.col("control_group"), F.lit(False))
+
+    aggregates: list[Column] = [
+        F.first("segment", ignorenulls=True).alias("segment"),
+        F.count_if(known).alias("eligible"),
+        F.count_if(positive).alias("positives"),
+        F.count_if(~known).alias("unlabeled"),
+    ]
+    for i, level in enumerate(promises):
+        member = known & F.coalesce(F.col(columns[level]), F.lit(False))
+        aggregates += [
+            F.count_if(member).alias(f"m{i}"),
+            F.count_if(member & positive).alias(f"tp{i}"),
+            F.count_if(member & ~control).alias(f"tm{i}"),
+            F.count_if(member & ~control & positive).alias(f"tp_t{i}"),
+            F.count_if(member & control).alias(f"cm{i}"),
+            F.count_if(member & control & positive).alias(f"tp_c{i}"),
+        ]
+    totals = joined.agg(*aggregates)
+
+    per_level = F.explode(F.array(*[
+        F.struct(
+            F.lit(level).alias("level"),
+            F.lit(promise.promised_precision).cast("double").alias("promised_precision"),
+            F.lit(promise.lower_bound).cast("double").alias("promised_lower_bound"),
+            F.col(f"m{i}").alias("members"), F.col(f"tp{i}").alias("true_positives"),
+            F.col(f"tm{i}").alias("treated_members"), F.col(f"tp_t{i}").alias("treated_positives"),
+            F.col(f"cm{i}").alias("control_members"), F.col(f"tp_c{i}").alias("control_positives"),
+        )
+        for i, (level, promise) in enumerate(promises.items())
+    ])).alias("l")
+    exploded = totals.select("segment", "eligible", "positives", "unlabeled", per_level)
+
+    realized = _ratio(F.col("l.true_positives"), F.col("l.members"))
+    result = {
+        "segment": F.col("segment"),
+        "scored_date": F.lit(scored_date),
+        "evaluated_on": F.lit(evaluated_on),
+        "level": F.col("l.level"),
+        "promised_precision": F.col("l.promised_precision"),
+        "promised_lower_bound": F.col("l.promised_lower_bound"),
+        "members": F.col("l.members"),
+        "true_positives": F.col("l.true_positives"),
+        "realized_precision": realized,
+        "realized_recall": _ratio(F.col("l.true_positives"), F.col("positives")),
+        "eligible": F.col("eligible"),
+        "positives": F.col("positives"),
+        "base_rate": _ratio(F.col("positives"), F.col("eligible")),
+        "treated_members": F.col("l.treated_members"),
+        "treated_outcome_rate": _ratio(F.col("l.treated_positives"), F.col("l.treated_members")),
+        "control_members": F.col("l.control_members"),
+        "control_outcome_rate": _ratio(F.col("l.control_positives"), F.col("l.control_members")),
+        "unlabeled": F.col("unlabeled"),
+        # Null (not False) when there is nothing to judge: no members, or a level that was unreachable.
+        "meets_lower_bound": F.when(F.col("l.members") > 0, realized >= F.col("l.promised_lower_bound")),
+    }
+    return exploded.select(*[
+        result[name].cast(dtype).alias(name, metadata={"comment": doc}) for name, dtype, doc in BACKTEST_COLUMNS
+    ])
+
+
+def _ledger_frame(ledger: DataFrame | pd.DataFrame, segment: str, level: str, as_of: date | None) -> pd.DataFrame:
+    """The (evaluated_on, meets_lower_bound) history of one segment and level, oldest first, one row per night."""
+    if isinstance(ledger, DataFrame):
+        condition = (F.col("segment") == segment) & (F.col("level") == level)
+        if as_of is not None:
+            condition = condition & (F.col("evaluated_on") <= F.lit(as_of))
+        # One small collect: a handful of rows per night for one segment and level.
+        frame = ledger.where(condition).select("evaluated_on", "meets_lower_bound").toPandas()
+    else:
+        missing = [c for c in ("segment", "level", "evaluated_on", "meets_lower_bound") if c not in ledger.columns]
+        if missing:
+            raise ValueError(f"ledger: missing column(s) {missing}; found {list(ledger.columns)}")
+        frame = ledger.loc[(ledger["segment"] == segment) & (ledger["level"] == level),
+                           ["evaluated_on", "meets_lower_bound"]]
+        if as_of is not None:
+            frame = frame.loc[pd.to_datetime(frame["evaluated_on"]) <= pd.Timestamp(as_of)]
+    frame = frame.assign(evaluated_on=pd.to_datetime(frame["evaluated_on"]))
+    return frame.sort_values("evaluated_on").drop_duplicates("evaluated_on", keep="last")
+
+
+def consecutive_misses(ledger: DataFrame | pd.DataFrame, segment: str, level: str, as_of: date | None = None) -> int:
+    """Nights in a row, ending at the newest night ≤ `as_of` (None: the newest), the level missed its bound.
+
+    A night counts as a miss when `meets_lower_bound` is False and ends the streak when it is True.
+    A night with no verdict (null: no members, or an unreachable level) neither breaks nor extends
+    the streak, and neither does a night with no ledger row: absence of evidence is not a good night.
+    """
+    streak = 0
+    for verdict in reversed(_ledger_frame(ledger, segment, level, as_of)["meets_lower_bound"].tolist()):
+        if verdict is None or (isinstance(verdict, float) and math.isnan(verdict)) or verdict is pd.NA:
+            continue
+        if bool(verdict):
+            break
+        streak += 1
+    return streak
+
+
+def precision_flag(ledger: DataFrame | pd.DataFrame, segment: str, level: str, nights: int,
+                   as_of: date | None = None) -> bool:
+    """True when realized precision has been below the promised lower bound `nights` nights in a row."""
+    if nights < 1:
+        raise ValueError(f"nights must be at least 1 (nightly.backtest_flag_nights), found {nights}")
+    return consecutive_misses(ledger, segment, level, as_of) >= nights
+
+
+def retrain_triggers(score_psi: float | None, psi_threshold: float, flagged: bool,
+                     flag_nights: int | None = None) -> list[str]:
+    """Why `--retrain auto` should retrain tonight; an empty list means it should not.
+
+    The score PSI triggers when strictly above the threshold (nightly.score_psi_retrain); a missing
+    PSI (no calibration snapshot to compare with) never does.
+    """
+    reasons: list[str] = []
+    if score_psi is not None and not math.isnan(score_psi) and score_psi > psi_threshold:
+        reasons.append(f"score PSI {score_psi:.3f} > {psi_threshold:g}")
+    if flagged:
+        streak = f" for {flag_nights} nights in a row" if flag_nights else ""
+        reasons.append(f"realized precision below the promised lower bound{streak}")
+    return reasons
