@@ -358,7 +358,7 @@ def _check_known_events(node: _Node, known_events: Collection[str]) -> None:
     known = sorted(known_events)
     for path, name in _named_events(node):
         if name.strip() not in known_events:
-            close = difflib.get_close_matches(name, known, n=3, cutoff=0.3) or known[:5]
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.6) or known[:5]
             raise _Node(node.where, path, None).fail(
                 f"event '{name}' never occurs in the events table; closest existing names: "
                 + ", ".join(f"'{c}'" for c in close)
