@@ -1,0 +1,231 @@
+"""What the feature pass computes: the spec, the stable column names and the generated catalog.
+
+Kept apart from `features.py` (the Spark pass) so that naming and documentation need no Spark.
+Every name is `<family>[_<window>]__<event slug>[__<second event slug>]`, e.g. `freq_7d__purchase_completed`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+from segments_lib.definitions import DurationPair, SegmentDefinition, format_duration
+
+TREND_RECENT = timedelta(days=7)
+GAP_STATS = ("mean", "min", "max", "std", "last")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Which events, windows and pairs one feature pass covers.
+
+    `windows` are ascending and the largest is `past_window` (P1). `history` bounds how far back
+    recency and tenure look; None means every event before T.
+    """
+
+    event_names: tuple[str, ...]
+    windows: tuple[timedelta, ...]
+    past_window: timedelta
+    duration_pairs: tuple[DurationPair, ...] = ()
+    value_events: tuple[str, ...] = ()
+    history: timedelta | None = None
+
+    def __post_init__(self) -> None:
+        if not self.event_names:
+            raise ValueError("FeatureSpec.event_names is empty: there is no event to build features for")
+        if len(set(self.event_names)) != len(self.event_names):
+            raise ValueError(f"FeatureSpec.event_names has duplicates: {self.event_names}")
+        if list(self.windows) != sorted(set(self.windows)) or not self.windows:
+            raise ValueError(f"FeatureSpec.windows must be non-empty, unique and ascending, got {self.windows}")
+        if self.windows[-1] != self.past_window:
+            raise ValueError(
+                f"FeatureSpec.windows must end with past_window {format_duration(self.past_window)}, "
+                f"got {[format_duration(w) for w in self.windows]}"
+            )
+        unknown = [e for e in self.value_events if e not in self.event_names]
+        if unknown:
+            raise ValueError(f"FeatureSpec.value_events {unknown} are not in event_names {self.event_names}")
+        if self.history is not None and self.history < self.past_window:
+            raise ValueError("FeatureSpec.history must be at least past_window")
+        slugs: dict[str, str] = {}
+        for name in self.event_names:
+            other = slugs.setdefault(event_slug(name), name)
+            if other != name:
+                raise ValueError(f"events {other!r} and {name!r} both map to column suffix {event_slug(name)!r}")
+
+    @property
+    def p1(self) -> str:
+        return format_duration(self.past_window)
+
+    @property
+    def has_trend(self) -> bool:
+        return self.past_window > TREND_RECENT
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    name: str
+    family: str
+    description: str
+
+
+def event_slug(event_name: str) -> str:
+    """'Purchase Completed' → 'purchase_completed'; the suffix used in column names."""
+    slug = re.sub(r"[^0-9a-z]+", "_", event_name.lower()).strip("_")
+    if not slug:
+        raise ValueError(f"event name {event_name!r} has no letters or digits to build a column name from")
+    return slug
+
+
+def feature_spec_for(
+    segment: SegmentDefinition,
+    event_counts: Mapping[str, int],
+    valued_events: Collection[str] = (),
+    history: timedelta | None = None,
+) -> FeatureSpec:
+    """The spec for one segment, given how often each event occurs (see `features.event_profile`).
+
+    Scope: `segment.feature_events` if set, else the `segment.top_events` most frequent events (ties
+    by name), else every event seen, sorted by name so the column order is stable. Value features
+    are built for the in-scope events listed in `valued_events` (events whose `event_value` is
+    non-null somewhere); pass them explicitly, since only the data knows.
+    """
+    if segment.feature_events is not None:
+        names = tuple(segment.feature_events)
+    elif segment.top_events is not None:
+        ranked = sorted(event_counts.items(), key=lambda item: (-item[1], item[0]))
+        names = tuple(sorted(name for name, _ in ranked[: segment.top_events]))
+    else:
+        names = tuple(sorted(event_counts))
+    if not names:
+        raise ValueError(f"segment {segment.name!r}: no events to build features from (event_counts is empty)")
+    return FeatureSpec(
+        event_names=names,
+        windows=segment.windows,
+        past_window=segment.past_window,
+        duration_pairs=segment.duration_pairs,
+        value_events=tuple(n for n in names if n in set(valued_events)),
+        history=history,
+    )
+
+
+def freq_name(window: timedelta, event: str) -> str:
+    return f"freq_{format_duration(window)}__{event_slug(event)}"
+
+
+def recency_name(event: str) -> str:
+    return f"recency_days__{event_slug(event)}"
+
+
+def gap_name(stat: str, event: str) -> str:
+    return f"gap_{stat}_h__{event_slug(event)}"
+
+
+def value_name(stat: str, spec: FeatureSpec, event: str) -> str:
+    window = f"_{spec.p1}" if stat == "sum" else ""
+    return f"value_{stat}{window}__{event_slug(event)}"
+
+
+def pair_mean_name(pair: DurationPair) -> str:
+    return f"pair_mean_h__{event_slug(pair.first)}__{event_slug(pair.then)}"
+
+
+def pair_unfollowed_name(pair: DurationPair) -> str:
+    return f"pair_unfollowed_{format_duration(pair.within)}__{event_slug(pair.first)}__{event_slug(pair.then)}"
+
+
+def feature_catalog(spec: FeatureSpec) -> list[FeatureInfo]:
+    """Every feature column, in output order, with what it means and what null means."""
+    p1 = spec.p1
+    infos = [
+        FeatureInfo("tenure_days", "overall", "Days from the user's first event (within `history`) to T."),
+        FeatureInfo(
+            f"active_days_{p1}", "overall",
+            f"Number of 24 h periods counted back from T, within the last {p1}, with any event "
+            "(equal to calendar UTC days when T is midnight). 0 when none.",
+        ),
+        FeatureInfo(
+            f"distinct_events_{p1}", "overall", f"Number of in-scope event types seen in the last {p1}. 0 when none."
+        ),
+    ]
+    if spec.has_trend:
+        infos.append(FeatureInfo(
+            "trend_7d_vs_rest", "overall",
+            f"(r7 − rrest) / (r7 + rrest), where r7 is events per day (any type) in the last 7d and rrest "
+            f"events per day in the rest of the last {p1}; in [−1, 1], null when there is no event in {p1}.",
+        ))
+    for event in spec.event_names:
+        infos += [
+            FeatureInfo(
+                freq_name(w, event), "frequency", f"Count of '{event}' in [T − {format_duration(w)}, T). 0 when none."
+            )
+            for w in spec.windows
+        ]
+    infos += [
+        FeatureInfo(recency_name(e), "recency", f"Days from the last '{e}' before T to T. Null when it never happened.")
+        for e in spec.event_names
+    ]
+    gap_words = {"mean": "mean", "min": "minimum", "max": "maximum", "std": "population standard deviation",
+                 "last": "most recent"}
+    for event in spec.event_names:
+        infos += [
+            FeatureInfo(
+                gap_name(stat, event), "gap",
+                f"Hours between consecutive '{event}' events, both in the last {p1}: {gap_words[stat]}. "
+                "Null with fewer than two occurrences.",
+            )
+            for stat in GAP_STATS
+        ]
+    for event in spec.value_events:
+        infos += [
+            FeatureInfo(value_name("sum", spec, event), "value",
+                        f"Sum of event_value of '{event}' in the last {p1}. 0 when none."),
+            FeatureInfo(value_name("mean", spec, event), "value",
+                        f"Mean event_value of '{event}' in the last {p1}. Null when no valued event."),
+            FeatureInfo(value_name("max", spec, event), "value",
+                        f"Largest event_value of '{event}' in the last {p1}. Null when no valued event."),
+        ]
+    for pair in spec.duration_pairs:
+        within = format_duration(pair.within)
+        infos += [
+            FeatureInfo(
+                pair_mean_name(pair), "pair",
+                f"Mean hours from each '{pair.first}' in the last {p1} to the next '{pair.then}' before T "
+                f"(same instant counts, 0 h). Null when no '{pair.first}' was followed.",
+            ),
+            FeatureInfo(
+                pair_unfollowed_name(pair), "pair",
+                f"Count of '{pair.first}' in the last {p1} with no '{pair.then}' within {within} after it, "
+                f"as seen at T (a '{pair.then}' exactly {within} later counts as followed; a recent "
+                f"'{pair.first}' whose {within} is not over yet counts as unfollowed so far). 0 when none.",
+            ),
+        ]
+    return infos
+
+
+def feature_columns(spec: FeatureSpec) -> list[str]:
+    """The feature column names, in the order `build_features` returns them."""
+    return [info.name for info in feature_catalog(spec)]
+
+
+def catalog_markdown(spec: FeatureSpec, title: str) -> str:
+    """The catalog as a Markdown page (docs/features.md is generated from this)."""
+    lines = [
+        f"# Feature catalog — {title}",
+        "",
+        "Generated by `python -m segments_lib.features --catalog > docs/features.md`; a test checks it is current.",
+        "",
+        "Every feature at snapshot T uses only events with `event_time < T`. A window `w` is `[T − w, T)`.",
+        "Null means *never happened* (no occurrence, no gap, no follow-up): recency, gap, pair-mean,",
+        "value mean/max and trend are null then; counts, value sums and active days are 0. The model",
+        "imputes nulls explicitly. All columns are doubles.",
+        "",
+        f"Events: {', '.join(spec.event_names)}. Windows: {', '.join(format_duration(w) for w in spec.windows)}.",
+        "",
+        "| feature | family | meaning |",
+        "|---|---|---|",
+    ]
+    lines += [f"| `{i.name}` | {i.family} | {i.description} |" for i in feature_catalog(spec)]
+    return "\n".join(lines) + "\n"
