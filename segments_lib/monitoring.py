@@ -38,6 +38,7 @@ __all__ = [
     "labels_for_membership",
     "membership_churn",
     "precision_flag",
+    "promise_kept_share",
     "psi",
     "retrain_triggers",
     "top_drifting",
@@ -274,3 +275,26 @@ def retrain_triggers(score_psi: float | None, psi_threshold: float, flagged: boo
         streak = f" for {flag_nights} nights in a row" if flag_nights else ""
         reasons.append(f"realized precision below the promised lower bound{streak}")
     return reasons
+
+
+def promise_kept_share(ledger: pd.DataFrame) -> pd.DataFrame:
+    """Per segment and level: nights judged, nights with realized precision ≥ the promised lower bound, share.
+
+    Only nights with a verdict count (members and a bound); `nights_without_verdict` shows the rest.
+    Reads a pandas copy of `segment_backtest` (small: one row per segment, night and level).
+    """
+    missing = [c for c in ("segment", "level", "meets_lower_bound") if c not in ledger.columns]
+    if missing:
+        raise ValueError(f"ledger: missing column(s) {missing}; found {list(ledger.columns)}")
+    verdict = ledger["meets_lower_bound"]
+    frame = pd.DataFrame({
+        "segment": ledger["segment"], "level": ledger["level"],
+        "judged": verdict.notna().astype(int),
+        "kept": verdict.fillna(False).astype(bool).astype(int),
+    })
+    summary = frame.groupby(["segment", "level"], sort=True).agg(
+        nights_judged=("judged", "sum"), nights_kept=("kept", "sum"), nights=("judged", "size")
+    ).reset_index()
+    summary["nights_without_verdict"] = summary["nights"] - summary["nights_judged"]
+    summary["share_kept"] = summary["nights_kept"] / summary["nights_judged"].where(summary["nights_judged"] > 0)
+    return summary[["segment", "level", "nights_judged", "nights_kept", "share_kept", "nights_without_verdict"]]

@@ -21,6 +21,7 @@ from segments_lib.monitoring import (
     labels_for_membership,
     membership_churn,
     precision_flag,
+    promise_kept_share,
     psi,
     retrain_triggers,
     top_drifting,
@@ -240,3 +241,12 @@ def test_membership_churn_entered_exited_jaccard(spark) -> None:
     assert membership_churn(None, current) == ChurnStats(entered=4, exited=0, stayed=0, jaccard=None)
     nobody = spark.createDataFrame([("a", False)], ddl)
     assert membership_churn(nobody, nobody) == ChurnStats(0, 0, 0, 1.0)
+
+
+def test_promise_kept_share_counts_only_judged_nights() -> None:
+    ledger = pd.concat([_ledger([True, False, True, None]), _ledger([None, None], level="low")])
+    summary = promise_kept_share(ledger).set_index("level")
+    # high: 3 judged nights, 2 kept → 2/3; one night without members
+    assert summary.loc["high", ["nights_judged", "nights_kept", "nights_without_verdict"]].tolist() == [3, 2, 1]
+    assert summary.loc["high", "share_kept"] == pytest.approx(2 / 3)
+    assert summary.loc["low", "nights_judged"] == 0 and math.isnan(summary.loc["low", "share_kept"])
