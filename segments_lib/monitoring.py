@@ -22,8 +22,10 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, DateType, DoubleType, LongType, StringType, StructField, StructType
 
+from segments_lib.definitions import SegmentDefinition, Target
 from segments_lib.monitoring_drift import feature_psi, psi, top_drifting
 from segments_lib.monitoring_stability import ChurnStats, membership_churn
+from segments_lib.targets import build_labels
 
 __all__ = [
     "BACKTEST_COLUMNS",
@@ -37,8 +39,10 @@ __all__ = [
     "feature_psi",
     "labels_for_membership",
     "membership_churn",
+    "night_ledger",
     "precision_flag",
     "promise_kept_share",
+    "promises_from_choices",
     "psi",
     "retrain_triggers",
     "top_drifting",
@@ -89,20 +93,33 @@ def backtest_scored_date(evaluated_on: date, horizon: timedelta) -> date:
     return evaluated_on - timedelta(days=math.ceil(horizon / timedelta(days=1)))
 
 
-def labels_for_membership(events: DataFrame, membership: DataFrame, target: object,
+def labels_for_membership(events: DataFrame, membership: DataFrame, target: Target,
                           prediction_window: timedelta) -> DataFrame:
     """`user_id`, `label` for exactly the users of one night's membership (its run_date is the snapshot).
 
     Building labels for the membership population itself is what makes the ledger exact: a churn
     target labels a user without events as 1, so defaulting missing labels to 0 would be wrong.
     """
-    from segments_lib.targets import build_labels
-
     _require(membership, ["run_date", "user_id"], "membership")
     # The session time zone is UTC (base.yaml), so the date cast is midnight UTC, like scoring snapshots.
     population = membership.select(F.col("run_date").cast("timestamp").alias("snapshot_time"), "user_id")
-    labels = build_labels(events, population, target, prediction_window)  # type: ignore[arg-type]
+    labels = build_labels(events, population, target, prediction_window)
     return labels.select("user_id", "label")
+
+
+def promises_from_choices(choices: Mapping[str, Mapping[str, object]]) -> dict[str, LevelPromise]:
+    """Level promises from the `thresholds.json` a training run logs ({level: ThresholdChoice fields}).
+
+    The lower bound is kept only for a level that has a threshold: an unreachable level promised nothing.
+    """
+    promises: dict[str, LevelPromise] = {}
+    for level, choice in choices.items():
+        if "target_precision" not in choice:
+            raise ValueError(f"threshold choice of level {level!r} lacks 'target_precision': {dict(choice)}")
+        bound = choice.get("precision_lower") if choice.get("threshold") is not None else None
+        promises[level] = LevelPromise(float(choice["target_precision"]),  # type: ignore[arg-type]
+                                       None if bound is None else float(bound))  # type: ignore[arg-type]
+    return promises
 
 
 def default_level_columns(levels: Sequence[str], segment_level: str) -> dict[str, str]:
@@ -214,6 +231,24 @@ def backtest_rows(
     return exploded.select(*[
         result[name].cast(dtype).alias(name, metadata={"comment": doc}) for name, dtype, doc in BACKTEST_COLUMNS
     ])
+
+
+def night_ledger(events: DataFrame, membership: DataFrame, segment: SegmentDefinition,
+                 promises: Mapping[str, LevelPromise], evaluated_on: date,
+                 level_columns: Mapping[str, str] | None = None) -> DataFrame:
+    """The ledger rows night `evaluated_on` writes for one segment (a `SegmentDefinition`).
+
+    `membership` may hold any run dates of that segment: only S = `backtest_scored_date(evaluated_on,
+    segment.horizon)` is evaluated, with labels built for exactly its users. Empty when S was not scored.
+    Level columns default to `default_level_columns` (the segment's own level reads `is_member`).
+    """
+    scored_date = backtest_scored_date(evaluated_on, segment.horizon)
+    closed = membership.where((F.col("run_date") == F.lit(scored_date)) & (F.col("segment") == F.lit(segment.name)))
+    labels = labels_for_membership(events, closed, segment.target, segment.prediction_window)
+    columns = level_columns or default_level_columns(list(promises), segment.level_name())
+    rows = backtest_rows(closed, labels, promises, scored_date, evaluated_on, columns)
+    # A global aggregation yields a row even without input: keep the ledger free of nights never scored.
+    return rows.where(F.col("eligible") + F.col("unlabeled") > 0)
 
 
 def _ledger_frame(ledger: DataFrame | pd.DataFrame, segment: str, level: str, as_of: date | None) -> pd.DataFrame:

@@ -8,7 +8,7 @@ from datetime import date, datetime, timedelta
 import pandas as pd
 import pytest
 
-from segments_lib.definitions import Absent, Occurs
+from segments_lib.definitions import Absent, Occurs, SegmentDefinition
 from segments_lib.monitoring import (
     BACKTEST_SCHEMA,
     ChurnStats,
@@ -20,8 +20,10 @@ from segments_lib.monitoring import (
     feature_psi,
     labels_for_membership,
     membership_churn,
+    night_ledger,
     precision_flag,
     promise_kept_share,
+    promises_from_choices,
     psi,
     retrain_triggers,
     top_drifting,
@@ -250,3 +252,33 @@ def test_promise_kept_share_counts_only_judged_nights() -> None:
     assert summary.loc["high", ["nights_judged", "nights_kept", "nights_without_verdict"]].tolist() == [3, 2, 1]
     assert summary.loc["high", "share_kept"] == pytest.approx(2 / 3)
     assert summary.loc["low", "nights_judged"] == 0 and math.isnan(summary.loc["low", "share_kept"])
+
+
+def test_promises_from_choices_drop_the_bound_of_unreachable_levels() -> None:
+    choices = {
+        "high": {"target_precision": 0.8, "threshold": None, "precision_lower": None},
+        "medium": {"target_precision": 0.6, "threshold": 0.41, "precision_lower": 0.57},
+    }
+    assert promises_from_choices(choices) == {"high": LevelPromise(0.8, None), "medium": LevelPromise(0.6, 0.57)}
+    with pytest.raises(ValueError, match="'low' lacks 'target_precision'"):
+        promises_from_choices({"low": {"threshold": 0.1}})
+
+
+def test_night_ledger_evaluates_the_newest_closed_run_date(spark) -> None:
+    segment = SegmentDefinition(name="seg", kind="conversion", target=Occurs(("Purchase Completed",)),
+                                past_window=timedelta(days=28), prediction_window=timedelta(days=7))
+    membership = spark.createDataFrame([
+        ("seg", S, "a", False, True, True, True, False),
+        ("seg", S, "b", False, True, True, True, False),
+        ("seg", date(2026, 5, 2), "c", False, True, True, True, False),  # window still open on 05-08
+        ("other", S, "d", False, True, True, True, False),
+    ], MEMBERSHIP_DDL)
+    events = spark.createDataFrame(
+        [(user, "Purchase Completed", datetime(2026, 5, 3), None) for user in ("a", "c")],
+        "user_id string, event_name string, event_time timestamp, event_value double")
+    promises = {"medium": LevelPromise(0.6, 0.4)}
+    (row,) = night_ledger(events, membership, segment, promises, evaluated_on=D).collect()
+    assert (row.scored_date, row.evaluated_on, row.members, row.true_positives, row.realized_precision) == (
+        S, D, 2, 1, 0.5)
+    assert row.meets_lower_bound is True
+    assert night_ledger(events, membership, segment, promises, evaluated_on=date(2026, 5, 20)).count() == 0
