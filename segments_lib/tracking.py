@@ -1,9 +1,21 @@
-"""MLflow: the tracking store (embedded SQLite by default, any server by URI) and experiment naming."""
+"""MLflow: the tracking store, experiment naming, run tags and params, the registry and champion/challenger.
+
+One experiment per segment (`segments/<segment>`), one run per training, one registered model per
+segment (`segments_<segment>`). Each registered version carries the thresholds calibrated for it as
+model-version tags; the `challenger` alias names the newest trained version and `champion` the one
+scoring uses. A challenger becomes champion when there is none, or when its holdout AUC-PR is at least
+the champion's AUC-PR measured on the same holdout snapshot.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, is_dataclass
+from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from segments_lib.config import MlflowConfig
 
@@ -40,3 +52,250 @@ def ensure_experiment(cfg: MlflowConfig, segment: str) -> str:
         return existing.experiment_id
     location = (cfg.artifact_location / segment).resolve().as_uri()
     return mlflow.create_experiment(name, artifact_location=location)
+
+
+# --- Runs, registry and champion/challenger -------------------------------------------------------
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+TAG_SEGMENT = "segment"
+TAG_KIND = "kind"
+TAG_RUN_DATE = "run_date"
+TAG_GIT_COMMIT = "git_commit"
+TAG_THRESHOLDS = "thresholds"  # model-version tag: JSON {level: threshold or null}
+THRESHOLD_TAG_PREFIX = "threshold."  # model-version tags threshold.<level>, one per level
+TAG_HOLDOUT_AUC_PR = "holdout_auc_pr"
+TAG_HOLDOUT_SNAPSHOT = "holdout_snapshot"
+TAG_FEATURE_COLUMNS = "feature_columns"  # model-version tag: JSON list, the columns the model reads
+
+
+@dataclass(frozen=True)
+class ChampionInfo:
+    """The registered version scoring should use, with the thresholds calibrated for exactly that version."""
+
+    model_name: str
+    model_uri: str  # models:/<name>/<version>
+    version: str
+    run_id: str
+    trained_run_date: date | None
+    thresholds: dict[str, float | None]
+    holdout_auc_pr: float | None
+    feature_columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    promoted: bool
+    reason: str
+    new_auc_pr: float
+    champion_auc_pr: float | None  # the current champion scored on the same holdout snapshot
+    previous_champion_version: str | None
+
+
+@dataclass(frozen=True)
+class ReusableRun:
+    run_id: str
+    model_version: str
+    metrics: dict[str, float]
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    """`git rev-parse HEAD` of the code that trains, or None outside a git checkout."""
+    import subprocess
+
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).resolve().parent,
+                                capture_output=True, text=True, check=False, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def _param_value(value: Any) -> Any:
+    from segments_lib.definitions import format_duration
+
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    return value
+
+
+def flatten_params(value: Any, prefix: str = "") -> dict[str, str]:
+    """Nested dataclasses, mappings and sequences → {'a.b.0.c': 'value'}; durations as '7d', times as ISO."""
+    if is_dataclass(value) and not isinstance(value, type):
+        nested: Any = {f.name: getattr(value, f.name) for f in fields(value)}
+        if prefix:
+            nested = {"type": type(value).__name__, **nested} if _is_target_term(value) else nested
+    elif isinstance(value, Mapping):
+        nested = dict(value)
+    elif isinstance(value, (list, tuple)) and any(is_dataclass(v) for v in value):
+        nested = {str(i): v for i, v in enumerate(value)}
+    else:
+        if isinstance(value, (list, tuple)):
+            value = ",".join(str(_param_value(v)) for v in value)
+        return {prefix: str(_param_value(value))}
+    flat: dict[str, str] = {}
+    for key, item in nested.items():
+        flat.update(flatten_params(item, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _is_target_term(value: Any) -> bool:
+    from segments_lib import definitions
+
+    return isinstance(value, (definitions.Occurs, definitions.Absent, definitions.ValueSum, definitions.Sequence,
+                              definitions.AllOf, definitions.AnyOf))
+
+
+def run_tags(segment_name: str, kind: str, run_date: date) -> dict[str, str]:
+    tags = {TAG_SEGMENT: segment_name, TAG_KIND: kind, TAG_RUN_DATE: run_date.isoformat()}
+    commit = git_commit()
+    if commit:
+        tags[TAG_GIT_COMMIT] = commit
+    return tags
+
+
+def find_reusable_run(cfg: MlflowConfig, segment_name: str, run_date: date) -> ReusableRun | None:
+    """A finished run of this (segment, run date) whose model was registered, newest first; else None."""
+    import mlflow
+
+    experiment = mlflow.get_experiment_by_name(experiment_name(cfg, segment_name))
+    if experiment is None:
+        return None
+    runs = mlflow.search_runs(
+        experiment_ids=[experiment.experiment_id],
+        filter_string=(f"tags.{TAG_SEGMENT} = '{segment_name}' and tags.{TAG_RUN_DATE} = '{run_date.isoformat()}' "
+                       "and attributes.status = 'FINISHED'"),
+        order_by=["attributes.start_time DESC"],
+        output_format="list",
+    )
+    client = mlflow.MlflowClient()
+    name = registered_model_name(cfg, segment_name)
+    for run in runs:
+        versions = client.search_model_versions(f"name = '{name}' and run_id = '{run.info.run_id}'")
+        if versions:
+            newest = max(versions, key=lambda v: int(v.version))
+            return ReusableRun(run.info.run_id, str(newest.version), dict(run.data.metrics))
+    return None
+
+
+def register_model(
+    cfg: MlflowConfig,
+    segment_name: str,
+    version: str,
+    thresholds: Mapping[str, float | None],
+    holdout_auc_pr: float,
+    holdout_snapshot: datetime,
+    run_date: date,
+    feature_columns: list[str],
+) -> str:
+    """Tag a freshly registered version with what scoring needs and give it the `challenger` alias.
+
+    The version itself is created by `mlflow.spark.log_model(..., registered_model_name=...)`; this
+    attaches the thresholds calibrated for exactly this version, so scoring never mixes a model with
+    another version's thresholds. `challenger` always names the newest trained version.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    name = registered_model_name(cfg, segment_name)
+    tags = {
+        TAG_SEGMENT: segment_name,
+        TAG_RUN_DATE: run_date.isoformat(),
+        TAG_HOLDOUT_AUC_PR: repr(float(holdout_auc_pr)),
+        TAG_HOLDOUT_SNAPSHOT: holdout_snapshot.isoformat(),
+        TAG_THRESHOLDS: json.dumps(dict(thresholds), sort_keys=True),
+        TAG_FEATURE_COLUMNS: json.dumps(list(feature_columns)),
+        **{f"{THRESHOLD_TAG_PREFIX}{level}": "none" if value is None else repr(float(value))
+           for level, value in thresholds.items()},
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    return version
+
+
+def champion_version(cfg: MlflowConfig, segment_name: str) -> Any | None:
+    """The ModelVersion holding the `champion` alias, or None (no registered model or no champion yet)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.MlflowClient().get_model_version_by_alias(registered_model_name(cfg, segment_name), CHAMPION)
+    except MlflowException as exc:
+        if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower():
+            return None
+        raise
+
+
+def decide_promotion(new_auc_pr: float, champion_auc_pr: float | None, champion: str | None) -> PromotionDecision:
+    """The champion/challenger rule: promote when there is no champion or the new AUC-PR is at least the champion's."""
+    if champion is None:
+        return PromotionDecision(True, "no champion yet", new_auc_pr, None, None)
+    if champion_auc_pr is None:
+        return PromotionDecision(True, f"champion v{champion} cannot score the current features", new_auc_pr,
+                                 None, champion)
+    if new_auc_pr >= champion_auc_pr:
+        return PromotionDecision(True, f"holdout AUC-PR {new_auc_pr:.4f} >= champion v{champion} {champion_auc_pr:.4f}",
+                                 new_auc_pr, champion_auc_pr, champion)
+    return PromotionDecision(False, f"holdout AUC-PR {new_auc_pr:.4f} < champion v{champion} {champion_auc_pr:.4f}",
+                             new_auc_pr, champion_auc_pr, champion)
+
+
+def promote_if_better(
+    cfg: MlflowConfig, segment_name: str, version: str, new_auc_pr: float,
+    champion_auc_pr: float | None, champion: str | None,
+) -> PromotionDecision:
+    """Apply the rule, move the `champion` alias if it wins, and log both numbers and the decision.
+
+    `champion_auc_pr` must be the current champion's AUC-PR on the same holdout snapshot as
+    `new_auc_pr` (training scores it); None with a champion means the champion could not score it.
+    Logs to the active run when there is one.
+    """
+    import mlflow
+
+    decision = decide_promotion(new_auc_pr, champion_auc_pr, champion)
+    name = registered_model_name(cfg, segment_name)
+    client = mlflow.MlflowClient()
+    if decision.promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    client.set_model_version_tag(name, version, "promotion", "champion" if decision.promoted else "challenger")
+    client.set_model_version_tag(name, version, "promotion_reason", decision.reason)
+    if mlflow.active_run() is not None:
+        mlflow.set_tags({"promotion": "champion" if decision.promoted else "challenger",
+                         "promotion_reason": decision.reason,
+                         "previous_champion_version": champion or "none"})
+        mlflow.log_metric("challenger_holdout_auc_pr", new_auc_pr)
+        if champion_auc_pr is not None:
+            mlflow.log_metric("champion_holdout_auc_pr", champion_auc_pr)
+    log.info("%s v%s: %s (%s)", name, version, "champion" if decision.promoted else "challenger", decision.reason)
+    return decision
+
+
+def _thresholds_from_tags(tags: Mapping[str, str]) -> dict[str, float | None]:
+    if TAG_THRESHOLDS in tags:
+        return {k: (None if v is None else float(v)) for k, v in json.loads(tags[TAG_THRESHOLDS]).items()}
+    return {key.removeprefix(THRESHOLD_TAG_PREFIX): (None if value == "none" else float(value))
+            for key, value in tags.items() if key.startswith(THRESHOLD_TAG_PREFIX)}
+
+
+def load_champion(cfg: MlflowConfig, segment_name: str) -> ChampionInfo | None:
+    """The current champion of a segment and its thresholds, or None when there is none."""
+    version = champion_version(cfg, segment_name)
+    if version is None:
+        return None
+    tags = dict(version.tags or {})
+    name = registered_model_name(cfg, segment_name)
+    run_date = tags.get(TAG_RUN_DATE)
+    auc = tags.get(TAG_HOLDOUT_AUC_PR)
+    return ChampionInfo(
+        model_name=name,
+        model_uri=f"models:/{name}/{version.version}",
+        version=str(version.version),
+        run_id=version.run_id,
+        trained_run_date=date.fromisoformat(run_date) if run_date else None,
+        thresholds=_thresholds_from_tags(tags),
+        holdout_auc_pr=float(auc) if auc else None,
+        feature_columns=tuple(json.loads(tags.get(TAG_FEATURE_COLUMNS, "[]"))),
+    )
