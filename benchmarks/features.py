@@ -1,0 +1,340 @@
+"""Feature-engine benchmark: the one-shuffle pass against K = 4 snapshots, the naive pass, DuckDB and the floor.
+
+    .venv/bin/python -m benchmarks.features --sizes 1M,10M
+    .venv/bin/python -m benchmarks.features --check   # tiny synthetic set: engine == naive == DuckDB
+
+Events come from the demo generator (`segments_lib.demo`) — or any `EventSource` passed to `run` —
+written once per size to Parquet under benchmarks/_work/. Every implementation then reads the same
+files in the same process run, so the ratios are side by side. Peak memory is the RSS of the JVM
+(psutil, the java child of this process) for Spark, and of this Python process for DuckDB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from benchmarks.naive_features import naive_features
+from segments_lib.config import load_config
+from segments_lib.definitions import DurationPair
+from segments_lib.feature_spec import (
+    FeatureSpec,
+    feature_columns,
+    freq_name,
+    gap_name,
+    pair_mean_name,
+    pair_unfollowed_name,
+    recency_name,
+    value_name,
+)
+from segments_lib.features import build_features
+from segments_lib.session import build_session
+
+WORK = Path(__file__).resolve().parent / "_work"
+END = date(2026, 6, 1)
+SNAPSHOT = datetime(2026, 6, 1)
+DAYS = 49  # P1 (28d) plus the 3 strides of the K = 4 snapshots
+EventSource = Callable[[int, int], Iterator[pa.RecordBatch]]  # (users, days) -> batches in the events contract
+_US_DAY, _US_HOUR = 86_400_000_000, 3_600_000_000
+
+
+def demo_source(users: int, days: int) -> Iterator[pa.RecordBatch]:
+    from segments_lib.demo import generate_event_batches  # the demo generator is optional for --check
+
+    return generate_event_batches(users=users, days=days, end_date=END)
+
+
+def synthetic_source(users: int, days: int, seed: int = 3) -> Iterator[pa.RecordBatch]:
+    """Uniform random events (a few types, some valued, some simultaneous) for the --check self-test."""
+    rng = np.random.default_rng(seed)
+    names = np.array(["Open App", "Add to Cart", "Purchase Completed", "Screen Viewed", "Other"])
+    n = users * days * 3
+    start_us = int(datetime(END.year, END.month, END.day, tzinfo=timezone.utc).timestamp() * 1e6) - days * _US_DAY
+    ts = start_us + rng.integers(0, days * 24, n) * _US_HOUR  # hour grid: ties and exact window edges occur
+    value = np.where(rng.random(n) < 0.5, rng.gamma(2.0, 20.0, n), np.nan)
+    yield pa.RecordBatch.from_arrays([
+        pa.array([f"u{i}" for i in rng.integers(0, users, n)]),
+        pa.array(names[rng.integers(0, len(names), n)]),
+        pa.array(ts, pa.timestamp("us", tz="UTC")),
+        pa.array(value, pa.float64(), mask=np.isnan(value)),
+    ], names=["user_id", "event_name", "event_time", "event_value"])
+
+
+def write_events(path: Path, target_rows: int, source: EventSource) -> int:
+    """Parquet of about `target_rows` events (users scaled from a small calibration run); returns the rows."""
+    if (path / "_rows").exists():
+        return int((path / "_rows").read_text())
+    per_user = sum(b.num_rows for b in source(2_000, DAYS)) / 2_000
+    users = max(1, round(target_rows / per_user))
+    path.mkdir(parents=True, exist_ok=True)
+    rows = 0
+    writer: pq.ParquetWriter | None = None
+    for batch in source(users, DAYS):
+        table = pa.Table.from_batches([batch]).select(["user_id", "event_name", "event_time", "event_value"])
+        writer = writer or pq.ParquetWriter(path / "events.parquet", table.schema)
+        writer.write_table(table)
+        rows += batch.num_rows
+    if writer:
+        writer.close()
+    (path / "_rows").write_text(str(rows))
+    return rows
+
+
+def bench_spec(event_names: list[str], valued: set[str]) -> FeatureSpec:
+    """The `likely_to_purchase` demo segment's spec over every event in the data."""
+    names = tuple(sorted(event_names))
+    return FeatureSpec(
+        event_names=names,
+        windows=(timedelta(days=1), timedelta(days=7), timedelta(days=28)),
+        past_window=timedelta(days=28),
+        duration_pairs=(DurationPair("Add to Cart", "Purchase Completed", timedelta(hours=24)),),
+        value_events=tuple(n for n in names if n in valued),
+    )
+
+
+def _q(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def duckdb_sql(spec: FeatureSpec, parquet_glob: str, snapshot: datetime) -> str:
+    """The same features as `build_features` for one snapshot, in DuckDB SQL."""
+    t_us = int(snapshot.replace(tzinfo=timezone.utc).timestamp()) * 1_000_000
+    p1 = int(spec.past_window.total_seconds()) * 1_000_000
+    seven = 7 * _US_DAY
+    pairs_then = sorted({p.then for p in spec.duration_pairs})
+    next_cols = "".join(
+        f", min(CASE WHEN event_name = {_q(b)} THEN ts_us END) OVER from_here_on AS next_{i}"
+        for i, b in enumerate(pairs_then)
+    )
+    scope = ", ".join(_q(e) for e in spec.event_names)
+    cols = [
+        f"max(age_us) / {_US_DAY}.0 AS tenure_days",
+        f"count(DISTINCT (age_us - 1) // {_US_DAY}) FILTER (WHERE age_us <= {p1}) AS active_days_{spec.p1}",
+        f"count(DISTINCT event_name) FILTER (WHERE age_us <= {p1} AND event_name IN ({scope})) "
+        f"AS distinct_events_{spec.p1}",
+    ]
+    if spec.has_trend:
+        rest_days = spec.past_window / timedelta(days=1) - 7
+        r7 = f"(count(*) FILTER (WHERE age_us <= {seven}) / 7.0)"
+        rr = f"((count(*) FILTER (WHERE age_us <= {p1}) - count(*) FILTER (WHERE age_us <= {seven})) / {rest_days})"
+        cols.append(f"({r7} - {rr}) / nullif({r7} + {rr}, 0) AS trend_7d_vs_rest")
+    for e in spec.event_names:
+        is_e = f"event_name = {_q(e)}"
+        cols += [f"count(*) FILTER (WHERE {is_e} AND age_us <= {int(w.total_seconds()) * 1_000_000}) "
+                 f"AS {freq_name(w, e)}" for w in spec.windows]
+    cols += [f"min(age_us) FILTER (WHERE event_name = {_q(e)}) / {_US_DAY}.0 AS {recency_name(e)}"
+             for e in spec.event_names]
+    for e in spec.event_names:
+        is_e = f"event_name = {_q(e)}"
+        cols += [
+            f"avg(gap_h) FILTER (WHERE {is_e}) AS {gap_name('mean', e)}",
+            f"min(gap_h) FILTER (WHERE {is_e}) AS {gap_name('min', e)}",
+            f"max(gap_h) FILTER (WHERE {is_e}) AS {gap_name('max', e)}",
+            f"stddev_pop(gap_h) FILTER (WHERE {is_e}) AS {gap_name('std', e)}",
+            f"max(gap_h) FILTER (WHERE {is_e} AND is_last) AS {gap_name('last', e)}",
+        ]
+    for e in spec.value_events:
+        valued = f"event_name = {_q(e)} AND age_us <= {p1}"
+        cols += [
+            f"coalesce(sum(event_value) FILTER (WHERE {valued}), 0) AS {value_name('sum', spec, e)}",
+            f"avg(event_value) FILTER (WHERE {valued}) AS {value_name('mean', spec, e)}",
+            f"max(event_value) FILTER (WHERE {valued}) AS {value_name('max', spec, e)}",
+        ]
+    for pair in spec.duration_pairs:
+        nxt = f"next_{pairs_then.index(pair.then)}"
+        first = f"event_name = {_q(pair.first)} AND age_us <= {p1}"
+        within = int(pair.within.total_seconds()) * 1_000_000
+        cols += [
+            f"avg(({nxt} - ts_us) / {_US_HOUR}.0) FILTER (WHERE {first}) AS {pair_mean_name(pair)}",
+            f"count(*) FILTER (WHERE {first} AND NOT coalesce({nxt} - ts_us <= {within}, false)) "
+            f"AS {pair_unfollowed_name(pair)}",
+        ]
+    casts = ", ".join(f"CAST({c} AS DOUBLE) AS {c}" for c in feature_columns(spec))
+    return f"""
+WITH base AS (
+  SELECT user_id, event_name, epoch_us(event_time) AS ts_us, event_value, {t_us} - epoch_us(event_time) AS age_us
+  FROM read_parquet({_q(parquet_glob)}) WHERE epoch_us(event_time) < {t_us}
+), ev AS (
+  SELECT *, lag(ts_us) OVER same_type AS prev_us, lead(ts_us) OVER same_type IS NULL AS is_last {next_cols}
+  FROM base
+  WINDOW same_type AS (PARTITION BY user_id, event_name ORDER BY ts_us),
+         from_here_on AS (PARTITION BY user_id ORDER BY ts_us DESC
+                          RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+), g AS (
+  SELECT *, CASE WHEN prev_us >= {t_us - p1} THEN (ts_us - prev_us) / {_US_HOUR}.0 END AS gap_h FROM ev
+), agg AS (
+  SELECT user_id, {", ".join(cols)} FROM g GROUP BY user_id
+)
+SELECT TIMESTAMP '{snapshot:%Y-%m-%d %H:%M:%S}' AS snapshot_time, user_id, {casts} FROM agg
+"""
+
+
+class PeakRss:
+    """Samples the RSS of this process and of its java child every 0.2 s while in the `with` block."""
+
+    def __init__(self) -> None:
+        self.jvm = self.python = 0
+        self._stop = threading.Event()
+        self._me = psutil.Process()
+
+    def _java(self) -> psutil.Process | None:
+        return next((p for p in self._me.children(recursive=True) if "java" in p.name()), None)
+
+    def _sample(self) -> None:
+        java = self._java()
+        while not self._stop.is_set():
+            try:
+                self.jvm = max(self.jvm, java.memory_info().rss if java else 0)
+            except psutil.NoSuchProcess:
+                java = None
+            self.python = max(self.python, self._me.memory_info().rss)
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> PeakRss:
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class Measurement:
+    size: str
+    rows: int
+    step: str
+    seconds: float
+    jvm_peak_gb: float
+    python_peak_gb: float
+
+
+def _spark_run(df: DataFrame) -> None:
+    df.write.format("noop").mode("overwrite").save()
+
+
+def _floor(events: DataFrame) -> DataFrame:
+    same_rows = events.where(
+        (F.col("event_time") < F.lit(SNAPSHOT)) & F.col("event_name").isNotNull()
+        & (F.col("event_value").isNull() | (F.col("event_value") > -1))
+    )
+    return same_rows.groupBy("user_id").count()
+
+
+def _snapshots(spark: SparkSession, k: int) -> DataFrame:
+    return spark.createDataFrame([(SNAPSHOT - timedelta(days=7 * i),) for i in range(k)], "snapshot_time timestamp")
+
+
+def measure(step: str, size: str, rows: int, action: Callable[[], object]) -> Measurement:
+    with PeakRss() as rss:
+        start = time.perf_counter()
+        action()
+        seconds = time.perf_counter() - start
+    m = Measurement(size, rows, step, round(seconds, 1), round(rss.jvm / 2**30, 2), round(rss.python / 2**30, 2))
+    print(json.dumps(asdict(m)), flush=True)
+    return m
+
+
+def run_size(spark: SparkSession, size: str, rows_target: int, naive: bool, source: EventSource) -> list[Measurement]:
+    import duckdb
+
+    path = WORK / f"events_{size}"
+    rows = write_events(path, rows_target, source)
+    events = spark.read.parquet(str(path))
+    profile = events.groupBy("event_name").agg(F.count("event_value").alias("valued")).collect()
+    spec = bench_spec([r.event_name for r in profile], {r.event_name for r in profile if r.valued > 0})
+    results = [
+        measure("floor: scan + groupBy(user_id).count()", size, rows, lambda: _spark_run(_floor(events))),
+        measure("engine, 1 snapshot", size, rows,
+                lambda: _spark_run(build_features(events, _snapshots(spark, 1), spec))),
+        measure("engine, K = 4 snapshots", size, rows,
+                lambda: _spark_run(build_features(events, _snapshots(spark, 4), spec))),
+    ]
+    con = duckdb.connect()
+    con.execute("SET threads = 2")
+    sql = duckdb_sql(spec, str(path / "*.parquet"), SNAPSHOT)
+    results.append(measure("DuckDB SQL, 2 threads", size, rows,
+                           lambda: con.execute(f"CREATE OR REPLACE TEMP TABLE features AS {sql}")))
+    con.close()
+    if naive:
+        results.append(measure("naive: aggregate + join per event × window", size, rows,
+                               lambda: _spark_run(naive_features(events, SNAPSHOT, spec))))
+    return results
+
+
+def bench_session(driver_memory: str) -> SparkSession:
+    cfg = load_config(None, overrides={"spark": {"master": "local[2]", "conf": {
+        "spark.driver.memory": driver_memory, "spark.sql.shuffle.partitions": "8", "spark.ui.enabled": "false",
+        "spark.sql.session.timeZone": "UTC",
+    }}})
+    return build_session(cfg.spark, app_name="features-benchmark")
+
+
+def check(spark: SparkSession) -> None:
+    """Tiny synthetic set: the engine, the naive pass and DuckDB agree on every feature of every user."""
+    import duckdb
+
+    path = WORK / "check"
+    path.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_batches(list(synthetic_source(30, DAYS))), path / "events.parquet")
+    events = spark.read.parquet(str(path))
+    spec = bench_spec(["Open App", "Add to Cart", "Purchase Completed", "Screen Viewed"], {"Purchase Completed"})
+    engine = {r.user_id: r.asDict() for r in build_features(events, _snapshots(spark, 1), spec).collect()}
+    naive = {r.user_id: r.asDict() for r in naive_features(events, SNAPSHOT, spec).collect()}
+    con = duckdb.connect()
+    cursor = con.execute(duckdb_sql(spec, str(path / "*.parquet"), SNAPSHOT))
+    names = [d[0] for d in cursor.description]
+    duck = {row[1]: dict(zip(names, row, strict=True)) for row in cursor.fetchall()}
+    assert set(engine) == set(naive) == set(duck), "the implementations disagree on which users have rows"
+    for name, other in (("naive", naive), ("duckdb", duck)):
+        for user, feats in engine.items():
+            for col in feature_columns(spec):
+                a, b = feats[col], other[user][col]
+                both = a is not None and b is not None
+                same = (a is None and b is None) or (both and math.isclose(a, b, abs_tol=1e-6))
+                assert same, f"{name} differs from the engine for user {user}, {col}: {a} vs {b}"
+    print(f"check ok: {len(engine)} users × {len(feature_columns(spec))} features agree (engine, naive, DuckDB)")
+
+
+def _parse_size(text: str) -> tuple[str, int]:
+    units = {"K": 1_000, "M": 1_000_000}
+    return text, int(float(text[:-1]) * units[text[-1].upper()]) if text[-1].upper() in units else int(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1M,10M", help="comma-separated event counts, e.g. 1M,10M,50M")
+    parser.add_argument("--naive-max", default="1M", help="run the naive pass only up to this size")
+    parser.add_argument("--driver-memory", default="3g")
+    parser.add_argument("--check", action="store_true", help="only verify engine == naive == DuckDB on a tiny set")
+    args = parser.parse_args(argv)
+    spark = bench_session(args.driver_memory)
+    if args.check:
+        check(spark)
+        return
+    naive_limit = _parse_size(args.naive_max)[1]
+    warm = spark.range(1000).selectExpr("id % 7 AS k").groupBy("k").count()
+    _spark_run(warm)  # JVM start-up and first-query compilation are not part of any step
+    results: list[Measurement] = []
+    for size, rows in (_parse_size(s) for s in args.sizes.split(",")):
+        results += run_size(spark, size, rows, naive=rows <= naive_limit, source=demo_source)
+    (WORK / "results.json").write_text(json.dumps([asdict(m) for m in results], indent=2))
+
+
+if __name__ == "__main__":
+    main()
