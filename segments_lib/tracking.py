@@ -283,8 +283,18 @@ def _thresholds_from_tags(tags: Mapping[str, str]) -> dict[str, float | None]:
 def load_champion(cfg: MlflowConfig, segment_name: str) -> ChampionInfo | None:
     """The current champion of a segment and its thresholds, or None when there is none."""
     version = champion_version(cfg, segment_name)
-    if version is None:
-        return None
+    return None if version is None else _model_info(cfg, segment_name, version)
+
+
+def load_version(cfg: MlflowConfig, segment_name: str, version: str) -> ChampionInfo:
+    """A specific registered version with its thresholds (e.g. the model a backfilled night trained)."""
+    import mlflow
+
+    found = mlflow.MlflowClient().get_model_version(registered_model_name(cfg, segment_name), str(version))
+    return _model_info(cfg, segment_name, found)
+
+
+def _model_info(cfg: MlflowConfig, segment_name: str, version: Any) -> ChampionInfo:
     tags = dict(version.tags or {})
     name = registered_model_name(cfg, segment_name)
     run_date = tags.get(TAG_RUN_DATE)
