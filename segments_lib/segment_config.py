@@ -406,11 +406,14 @@ def parse_segments(
         raw_name = raw.get("name") if isinstance(raw, Mapping) else None
         where = f"{source}: segments[{i}]" + (f" '{raw_name}'" if isinstance(raw_name, str) else "")
         node = _Node(where, "", raw)
+        if not isinstance(raw, Mapping):
+            raise node.fail(f"must be a mapping with at least name, target, past_window and prediction_window, "
+                            f"found {_describe(raw)}")
         if not isinstance(raw_name, str) or not SEGMENT_NAME.fullmatch(raw_name):
             raise node.child("name").fail(
                 f"{raw_name!r} is not a valid segment name: use lowercase letters, digits and _ "
                 "(it becomes a table partition value and an MLflow model name)"
-            ) if isinstance(raw, Mapping) else node.fail(f"must be a mapping, found {_describe(raw)}")
+            )
         if raw_name in first_index:
             raise node.child("name").fail(f"duplicate segment name; segments[{first_index[raw_name]}] has it too")
         first_index[raw_name] = i

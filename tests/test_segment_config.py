@@ -266,3 +266,12 @@ def test_unknown_event_without_a_close_match_lists_some_existing_names() -> None
           "segments.yaml: segments[1] 'churn_risk': eligible.not_done: event 'Zzz' never occurs in the events table; "
           "closest existing names: 'Add to Cart', 'Browse Content', 'Click Notification', 'Content Viewed', "
           "'Feature Used'", known_events=DEMO_EVENTS)
+
+
+def test_segment_entries_must_be_mappings_with_a_name() -> None:
+    fails({"segments": ["likely_to_purchase"]},
+          "segments.yaml: segments[0]: must be a mapping with at least name, target, past_window and "
+          "prediction_window, found str 'likely_to_purchase'")
+    fails({"segments": [{"target": {"occurs": {"events": "Open App"}}}]},
+          "segments.yaml: segments[0]: name: None is not a valid segment name: use lowercase letters, digits and _ "
+          "(it becomes a table partition value and an MLflow model name)")
