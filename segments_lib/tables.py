@@ -244,3 +244,23 @@ def register_views(spark: SparkSession, cfg: AppConfig) -> list[str]:
                       f"{membership_current_sql(f'`{database}`.`{SEGMENT_MEMBERSHIP}`')}")
         registered.append(MEMBERSHIP_CURRENT_VIEW)
     return registered
+
+
+DEMO_GROUND_TRUTH = "demo_ground_truth"
+
+
+def write_arrow_delta(batches, path: Path | str, schema, partition_by: Sequence[str] = ()) -> None:
+    """Replace a whole Delta table with Arrow record batches, streamed, without Spark (delta-rs).
+
+    Used for generated data (the demo events and their ground truth): the overwrite makes a re-run
+    with the same seed give the same table. `batches` is any iterable of `pyarrow.RecordBatch`.
+    """
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    reader = pa.RecordBatchReader.from_batches(schema, iter(batches))
+    try:
+        write_deltalake(str(path), reader, partition_by=list(partition_by) or None, mode="overwrite",
+                        schema_mode="overwrite")
+    except OSError as exc:
+        raise TableError(f"cannot write Delta table at {path}: {exc}") from exc

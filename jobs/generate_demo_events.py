@@ -1,0 +1,103 @@
+"""Write the demo events table (Delta, partitioned by event_date) and the generator's ground truth.
+
+    python -m jobs.generate_demo_events --conf local [--users 20000 --days 120 --end-date 2026-06-01 --seed 7]
+
+The events overwrite the table at `events.path`; the ground truth goes to `<output.root>/demo_ground_truth`.
+Both are written with delta-rs straight from Arrow batches (no Spark needed), one day in memory at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from datetime import date, timedelta
+
+import pyarrow as pa
+
+from segments_lib import demo, tables
+from segments_lib.config import load_config
+from segments_lib.progress import StageTimer, configure_logging
+
+log = logging.getLogger("jobs.generate_demo_events")
+LABEL_HORIZON_DAYS = 15  # longest demo window (14 days) plus the 24 h abandonment horizon
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--conf", default=None, help="config overlay (name in conf/ or a path)")
+    parser.add_argument("--users", type=int, default=None, help="users (default: demo.users in config)")
+    parser.add_argument("--days", type=int, default=None, help="days of history (default: demo.days)")
+    parser.add_argument("--end-date", type=date.fromisoformat, default=None,
+                        help="first day after the history, YYYY-MM-DD (default: demo.end_date)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: demo.seed)")
+    parser.add_argument("--truth-days", type=int, default=45, help="snapshot dates with ground truth (0: none)")
+    parser.add_argument("--replicas", type=int, default=64, help="Monte Carlo replicas for the ground truth")
+    return parser.parse_args(argv)
+
+
+class _Tally:
+    """Counts events while batches stream to Delta, keeping only the days the summary's labels need."""
+
+    def __init__(self, keep_from: date, keep_until: date) -> None:
+        self.per_event: Counter[str] = Counter()
+        self.users: set[str] = set()
+        self.kept: list[pa.RecordBatch] = []
+        self.keep_from, self.keep_until = keep_from, keep_until
+
+    def watch(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            counts = pa.compute.value_counts(batch.column("event_name"))
+            self.per_event.update({c["values"].as_py(): c["counts"].as_py() for c in counts})
+            self.users.update(pa.compute.unique(batch.column("user_id")).to_pylist())
+            if len(batch) and self.keep_from <= batch.column("event_date")[0].as_py() < self.keep_until:
+                self.kept.append(batch)
+            yield batch
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_logging()
+    args = parse_args(argv)
+    cfg = load_config(args.conf)
+    users = args.users or cfg.demo.users
+    days = args.days or cfg.demo.days
+    end_date = args.end_date or date.fromisoformat(cfg.demo.end_date)
+    seed = cfg.demo.seed if args.seed is None else args.seed
+    timer = StageTimer(log)
+
+    # The last snapshot whose labels are complete inside the history: the summary's base rates.
+    summary_snapshot = end_date - timedelta(days=LABEL_HORIZON_DAYS)
+    tally = _Tally(summary_snapshot - timedelta(days=28), end_date)
+    with timer.stage(f"generate and write {users} users x {days} days to {cfg.events.path}"):
+        batches = demo.generate_event_batches(users=users, days=days, end_date=end_date, seed=seed)
+        tables.write_arrow_delta(tally.watch(batches), cfg.events.path, demo.EVENTS_ARROW_SCHEMA, ["event_date"])
+
+    truth_path = tables.output_path(cfg, tables.DEMO_GROUND_TRUTH)
+    if args.truth_days > 0:
+        snapshot_dates = demo.default_snapshot_dates(end_date, min(args.truth_days, days - 1))
+        with timer.stage(f"ground truth for {len(snapshot_dates)} snapshots ({args.replicas} replicas)"):
+            truth = demo.iter_ground_truth(users=users, days=days, end_date=end_date, seed=seed,
+                                           snapshot_dates=snapshot_dates, replicas=args.replicas)
+            tables.write_arrow_delta(truth, truth_path, demo.GROUND_TRUTH_SCHEMA, ["segment"])
+
+    total = sum(tally.per_event.values())
+    log.info("events: %d from %d users over %d days (%s .. %s), seed %d", total, len(tally.users), days,
+             end_date - timedelta(days=days), end_date - timedelta(days=1), seed)
+    for name, count in tally.per_event.most_common():
+        log.info("  %-20s %9d", name, count)
+    if days > 28 + LABEL_HORIZON_DAYS:
+        with timer.stage(f"base rates at snapshot {summary_snapshot}"):
+            labels = demo.realised_labels(pa.Table.from_batches(tally.kept, demo.EVENTS_ARROW_SCHEMA),
+                                          summary_snapshot)
+        log.info("base rates among %d users active in the 28 days before %s:", len(labels), summary_snapshot)
+        for segment in demo.DEMO_SEGMENTS:
+            log.info("  %-20s %6d positives (%.1f%%)", segment, int(labels[segment].sum()),
+                     100.0 * labels[segment].mean())
+    log.info("done in %.1fs: %s", timer.total, ", ".join(f"{k} {v:.1f}s" for k, v in timer.durations.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
