@@ -17,8 +17,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from segments_lib.definitions import SegmentDefinition, format_duration
-from segments_lib.eligibility import as_utc, eligible_population, snapshot_frame
-from segments_lib.snapshots import earliest_history_needed, snapshot_calendar
+from segments_lib.eligibility import eligible_population, snapshot_frame
+from segments_lib.snapshots import as_utc, earliest_history_needed, snapshot_calendar
 from segments_lib.targets import build_labels
 
 
@@ -42,6 +42,7 @@ def events_history(events: DataFrame) -> EventsHistory:
     ).collect()
     if not profile:
         raise ValueError("the events table is empty")
+    # collect() returns naive datetimes in the driver's local zone; snapshots.as_utc reads them as such.
     return EventsHistory(
         first=as_utc(min(r["first"] for r in profile)),
         last=as_utc(max(r["last"] for r in profile)),
