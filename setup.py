@@ -31,6 +31,11 @@ DEV = [
     "nbformat>=5.10",
     "ipykernel>=6.29",
     "psutil>=5.9",
+    # SQL over JDBC tests: a Thrift client for the Spark Thrift Server (auth=NOSASL, no C sasl library)
+    "pyhive>=0.7",
+    "thrift>=0.16",
+    "thrift_sasl>=0.4",
+    "pure-sasl>=0.6",
 ]
 
 setup(

@@ -1,0 +1,111 @@
+"""A real MLflow tracking server on loopback: SQLite backend, local artifact store, proxied artifacts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tests.support.standalone import free_port
+
+
+def _mlflow_cli() -> str:
+    return str(Path(sys.executable).parent / "mlflow")
+
+
+def wait_for_health(uri: str, proc: subprocess.Popen, log: Path, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow server exited with {proc.returncode}; log {log}:\n"
+                               f"{log.read_text(errors='replace')[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"mlflow server at {uri} not healthy within {timeout_s}s; log {log}:\n"
+                       f"{log.read_text(errors='replace')[-3000:]}")
+
+
+@contextmanager
+def mlflow_server(work_dir: Path) -> Iterator[str]:
+    """Yield the tracking URI (http://127.0.0.1:<port>) of a running server; stop it on exit."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    log = work_dir / "mlflow-server.log"
+    command = [
+        _mlflow_cli(), "server",
+        "--backend-store-uri", f"sqlite:///{(work_dir / 'mlflow.db').as_posix()}",
+        "--artifacts-destination", str(work_dir / "artifacts"),
+        "--serve-artifacts",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--workers", "1",
+    ]
+    with log.open("w") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=work_dir, start_new_session=True)
+    try:
+        wait_for_health(uri, proc, log)
+        yield uri
+    finally:
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    import os
+    import signal
+
+    if proc.poll() is None:
+        # The server forks uvicorn/gunicorn workers: signal its whole process group, which it leads.
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+class MlflowRest:
+    """The few REST endpoints the tests read, called over plain HTTP like any other client would."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri.rstrip("/")
+
+    def _call(self, method: str, endpoint: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        url = f"{self.uri}/api/2.0/mlflow/{endpoint}"
+        data = None
+        if method == "GET" and payload:
+            url = f"{url}?{urllib.parse.urlencode(payload)}"
+        elif payload is not None:
+            data = json.dumps(payload).encode()
+        request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"{}")
+
+    def experiments(self) -> list[dict[str, Any]]:
+        return self._call("POST", "experiments/search", {"max_results": 1000}).get("experiments", [])
+
+    def runs(self, experiment_ids: list[str]) -> list[dict[str, Any]]:
+        return self._call("POST", "runs/search", {"experiment_ids": experiment_ids, "max_results": 1000}).get(
+            "runs", [])
+
+    def registered_model(self, name: str) -> dict[str, Any]:
+        return self._call("GET", "registered-models/get", {"name": name})["registered_model"]
+
+    def model_version_by_alias(self, name: str, alias: str) -> dict[str, Any]:
+        return self._call("GET", "registered-models/alias", {"name": name, "alias": alias})["model_version"]
+
+    def artifacts(self, run_id: str, path: str = "") -> list[dict[str, Any]]:
+        query = {"run_id": run_id, **({"path": path} if path else {})}
+        return self._call("GET", "artifacts/list", query).get("files", [])

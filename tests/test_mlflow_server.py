@@ -1,0 +1,73 @@
+"""A real MLflow tracking server on loopback: the project logs to it by URI, and its REST API shows the results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from segments_lib.tracking import configure_mlflow, ensure_experiment, experiment_name
+from tests.conftest import make_config
+from tests.support.mlflow_server import MlflowRest, mlflow_server
+
+
+@pytest.fixture(scope="module")
+def tracking_server(tmp_path_factory: pytest.TempPathFactory):
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as uri:
+        yield uri
+
+
+@pytest.fixture()
+def restore_tracking_uri():
+    import mlflow
+
+    before = mlflow.get_tracking_uri()
+    yield
+    mlflow.set_tracking_uri(before)
+    mlflow.set_registry_uri(before)
+
+
+@pytest.mark.slow
+def test_logging_through_the_server_is_visible_over_rest(tracking_server: str, tmp_path: Path,
+                                                          restore_tracking_uri: None) -> None:
+    import mlflow
+
+    cfg = make_config(tmp_path / "ws", mlflow={"tracking_uri": tracking_server})
+    assert configure_mlflow(cfg.mlflow) == tracking_server
+    experiment_id = ensure_experiment(cfg.mlflow, "smoke")
+    curve = tmp_path / "curve.csv"
+    curve.write_text("threshold,precision,recall\n0.5,0.75,0.6\n")
+    with mlflow.start_run(experiment_id=experiment_id, run_name="2026-06-01") as run:
+        mlflow.log_params({"max_depth": 3, "segment": "smoke"})
+        mlflow.log_metric("holdout_auc_pr", 0.42)
+        mlflow.log_artifact(str(curve), artifact_path="calibration")
+    client = mlflow.MlflowClient()
+    client.create_registered_model("segments_smoke")
+    version = client.create_model_version("segments_smoke", f"runs:/{run.info.run_id}/calibration", run.info.run_id)
+    client.set_registered_model_alias("segments_smoke", "champion", version.version)
+
+    rest = MlflowRest(tracking_server)
+    by_name = {e["name"]: e for e in rest.experiments()}
+    assert experiment_name(cfg.mlflow, "smoke") in by_name
+    runs = rest.runs([by_name["segments/smoke"]["experiment_id"]])
+    assert [r["info"]["run_id"] for r in runs] == [run.info.run_id]
+    metrics = {m["key"]: m["value"] for m in runs[0]["data"]["metrics"]}
+    params = {p["key"]: p["value"] for p in runs[0]["data"]["params"]}
+    assert metrics == {"holdout_auc_pr": 0.42}
+    assert params == {"max_depth": "3", "segment": "smoke"}
+    assert [f["path"] for f in rest.artifacts(run.info.run_id, "calibration")] == ["calibration/curve.csv"]
+    assert rest.registered_model("segments_smoke")["aliases"] == [{"alias": "champion", "version": "1"}]
+    champion = rest.model_version_by_alias("segments_smoke", "champion")
+    assert (champion["version"], champion["run_id"]) == ("1", run.info.run_id)
+
+
+def test_rest_client_reports_a_missing_model_as_an_http_error(tracking_server: str) -> None:
+    import urllib.error
+
+    with pytest.raises(urllib.error.HTTPError, match="404"):
+        MlflowRest(tracking_server).registered_model("no_such_model")
+
+
+def test_overlay_uri_wins_over_the_embedded_store(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, mlflow={"tracking_uri": "http://127.0.0.1:5999"})
+    assert cfg.mlflow.tracking_uri == "http://127.0.0.1:5999"
