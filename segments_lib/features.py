@@ -7,7 +7,8 @@ Recipe (the plan test in tests/test_features_plan.py holds it to this):
 2. hash-partition by `user_id` — the only shuffle;
 3. pair every event with each snapshot it precedes (broadcast join; keeps the partitioning);
 4. window functions partitioned by (user, snapshot[, event]) — satisfied by the user partitioning;
-5. one `groupBy(user_id, snapshot_time)` of conditional aggregates for every event × window.
+5. aggregate per (user, snapshot, event type), then per (user, snapshot), picking each event type's
+   statistics with conditional aggregates — both on the same user partitioning, so no new exchange.
 
 Event names are turned into small integer codes before the shuffle so that the hundreds of
 conditional aggregates compare integers, not strings. Ages are microseconds `T − event_time`,
@@ -76,7 +77,7 @@ def _coded_events(spec: FeatureSpec) -> tuple[str, ...]:
 
 
 def _per_snapshot_events(events: DataFrame, snapshots: DataFrame, spec: FeatureSpec) -> DataFrame:
-    """(user_id, snapshot_time, code, ts_us, age_us, event_value) for every event before each snapshot."""
+    """(user_id, snapshot_time, t_us, code, ts_us, value, age_us) for every event before each snapshot."""
     codes = _coded_events(spec)
     snaps = F.broadcast(
         snapshots.select("snapshot_time", F.unix_micros("snapshot_time").alias("t_us")).where(F.col("t_us").isNotNull())
@@ -99,8 +100,10 @@ def _per_snapshot_events(events: DataFrame, snapshots: DataFrame, spec: FeatureS
     return (
         relevant.repartition("user_id")
         .join(snaps, on=before, how="inner")
-        .select("user_id", "snapshot_time", "t_us", "code", "ts_us", "value")
-        .withColumn("age_us", F.col("t_us") - F.col("ts_us"))
+        .select(
+            "user_id", "snapshot_time", "t_us", "code", "ts_us", "value",
+            (F.col("t_us") - F.col("ts_us")).alias("age_us"),
+        )
     )
 
 
@@ -134,77 +137,98 @@ def _with_gaps_and_follow_ups(rows: DataFrame, spec: FeatureSpec) -> DataFrame:
     )
 
 
-def _overall_aggregates(spec: FeatureSpec) -> list[Column]:
+def _per_event_type(rows: DataFrame, spec: FeatureSpec) -> DataFrame:
+    """Step 1 of the aggregation: one row per (user, snapshot, event code) with a few generic statistics.
+
+    Aggregating per event code first keeps each aggregate narrow (about 20 columns whatever the number of
+    event types), so Spark compiles it with whole-stage codegen; a single aggregate with one column per
+    event × statistic exceeds `spark.sql.codegen.maxFields` and runs interpreted, about 10× slower. It
+    needs no exchange: the rows are already hash-partitioned by user_id.
+    """
     age, p1 = F.col("age_us"), _us(spec.past_window)
-    periods = max(1, math.ceil(p1 / _US_PER_DAY))
+    in_p1 = age <= p1
     # 24 h period k before T holds ages in (k·day, (k+1)·day]; bit k of a bitmask marks it active.
     period = F.floor((age - 1) / F.lit(_US_PER_DAY)).cast("long")
-    blocks = [
+    periods = max(1, math.ceil(p1 / _US_PER_DAY))
+    bits = [
         F.bit_or(
             F.when(
-                (age <= p1) & (period >= start) & (period < start + _BITS),
+                in_p1 & (period >= start) & (period < start + _BITS),
                 # F.shiftleft only takes a constant shift; the SQL function takes a column
                 F.call_function("shiftleft", F.lit(1).cast("long"), (period - start).cast("int")),
             )
-        ).alias(f"_active_bits_{start}")
+        ).alias(f"active_bits_{start}")
         for start in range(0, periods, _BITS)
     ]
-    return [
-        (F.max(age) / F.lit(_US_PER_DAY)).alias("tenure_days"),
-        F.count(F.when(age <= _us(TREND_RECENT), 1)).alias("_n_recent"),
-        F.count(F.when(age <= p1, 1)).alias("_n_p1"),
-        *blocks,
-    ]
-
-
-def _event_aggregates(spec: FeatureSpec) -> list[Column]:
     codes = _coded_events(spec)
-    age, p1 = F.col("age_us"), _us(spec.past_window)
-    aggs: list[Column] = []
-    for event in spec.event_names:
-        is_event = F.col("code") == codes.index(event)
-        aggs += [F.count(F.when(is_event & (age <= _us(w)), 1)).alias(freq_name(w, event)) for w in spec.windows]
-        aggs.append((F.min(F.when(is_event, age)) / F.lit(_US_PER_DAY)).alias(recency_name(event)))
-        gap = F.when(is_event, F.col("gap_h"))
-        gap_aggs = {
-            "mean": F.avg(gap), "min": F.min(gap), "max": F.max(gap), "std": F.stddev_pop(gap),
-            "last": F.max(F.when(is_event & F.col("is_last"), F.col("gap_h"))),
-        }
-        aggs += [gap_aggs[stat].alias(gap_name(stat, event)) for stat in GAP_STATS]
-    for event in spec.value_events:
-        value = F.when((F.col("code") == codes.index(event)) & (age <= p1), F.col("value"))
-        aggs += [
-            F.coalesce(F.sum(value), F.lit(0.0)).alias(value_name("sum", spec, event)),
-            F.avg(value).alias(value_name("mean", spec, event)),
-            F.max(value).alias(value_name("max", spec, event)),
+    pair_stats: list[Column] = []
+    for index, pair in enumerate(spec.duration_pairs):
+        wait_us = F.col(f"next_{codes.index(pair.then)}_us") - F.col("ts_us")
+        followed = F.coalesce(wait_us <= _us(pair.within), F.lit(False))  # no B before T: not followed
+        pair_stats += [
+            F.avg(F.when(in_p1, wait_us / F.lit(_US_PER_HOUR))).alias(f"pair_mean_{index}"),
+            F.count(F.when(in_p1 & ~followed, 1)).alias(f"pair_unfollowed_{index}"),
         ]
-    for pair in spec.duration_pairs:
-        aggs += _pair_aggregates(pair, codes, p1)
-    return aggs
+    value = F.when(in_p1, F.col("value"))
+    return rows.groupBy("user_id", "snapshot_time", "code").agg(
+        F.max(age).alias("max_age"),
+        F.min(age).alias("min_age"),
+        *[F.count(F.when(age <= _us(w), 1)).alias(f"n_{i}") for i, w in enumerate(spec.windows)],
+        F.count(F.when(age <= _us(TREND_RECENT), 1)).alias("n_recent"),
+        *bits,
+        F.avg("gap_h").alias("gap_mean"),
+        F.min("gap_h").alias("gap_min"),
+        F.max("gap_h").alias("gap_max"),
+        F.stddev_pop("gap_h").alias("gap_std"),
+        F.max(F.when(F.col("is_last"), F.col("gap_h"))).alias("gap_last"),
+        F.sum(value).alias("value_sum"),
+        F.avg(value).alias("value_mean"),
+        F.max(value).alias("value_max"),
+        *pair_stats,
+    )
 
 
-def _pair_aggregates(pair: DurationPair, codes: tuple[str, ...], p1_us: int) -> list[Column]:
-    is_first = (F.col("code") == codes.index(pair.first)) & (F.col("age_us") <= p1_us)
-    wait_us = F.col(f"next_{codes.index(pair.then)}_us") - F.col("ts_us")
-    followed_in_time = wait_us <= _us(pair.within)  # null (no B before T) is not followed
-    return [
-        F.avg(F.when(is_first, wait_us / F.lit(_US_PER_HOUR))).alias(pair_mean_name(pair)),
-        F.count(F.when(is_first & ~F.coalesce(followed_in_time, F.lit(False)), 1)).alias(pair_unfollowed_name(pair)),
+def _per_user(per_type: DataFrame, spec: FeatureSpec) -> DataFrame:
+    """Step 2: one row per (user, snapshot); each event's statistic is picked from its code's row."""
+    codes = _coded_events(spec)
+    p1_count = F.col(f"n_{len(spec.windows) - 1}")
+
+    def of(event: str, column: str) -> Column:
+        return F.max(F.when(F.col("code") == codes.index(event), F.col(column)))
+
+    in_scope = F.col("code").between(0, len(spec.event_names) - 1)
+    aggs: list[Column] = [
+        (F.max("max_age") / F.lit(_US_PER_DAY)).alias("tenure_days"),
+        F.sum("n_recent").alias("_n_recent"),
+        F.sum(p1_count).alias("_n_p1"),
+        F.count(F.when(in_scope & (p1_count > 0), 1)).alias(f"distinct_events_{spec.p1}"),
+        *[F.bit_or(c).alias(c) for c in per_type.columns if c.startswith("active_bits_")],
     ]
+    for event in spec.event_names:
+        aggs += [of(event, f"n_{i}").alias(freq_name(w, event)) for i, w in enumerate(spec.windows)]
+        aggs.append((of(event, "min_age") / F.lit(_US_PER_DAY)).alias(recency_name(event)))
+        aggs += [of(event, f"gap_{stat}").alias(gap_name(stat, event)) for stat in GAP_STATS]
+    for event in spec.value_events:
+        aggs += [of(event, f"value_{stat}").alias(value_name(stat, spec, event)) for stat in ("sum", "mean", "max")]
+    for index, pair in enumerate(spec.duration_pairs):
+        aggs += [
+            of(pair.first, f"pair_mean_{index}").alias(pair_mean_name(pair)),
+            of(pair.first, f"pair_unfollowed_{index}").alias(pair_unfollowed_name(pair)),
+        ]
+    return per_type.groupBy("user_id", "snapshot_time").agg(*aggs)
 
 
 def _finish(aggregated: DataFrame, spec: FeatureSpec) -> DataFrame:
-    """Derived features from the aggregates, every feature as a double, in `feature_columns` order."""
+    """Derived features, zeros for counts of absent events, every feature a double, in `feature_columns` order."""
     p1_days = spec.past_window / timedelta(days=1)
-    bit_blocks = [c for c in aggregated.columns if c.startswith("_active_bits_")]
+    bit_blocks = [c for c in aggregated.columns if c.startswith("active_bits_")]
     derived: dict[str, Column] = {
-        f"active_days_{spec.p1}": sum(
-            (F.coalesce(F.bit_count(F.col(c)), F.lit(0)) for c in bit_blocks), F.lit(0)
-        ),
-        f"distinct_events_{spec.p1}": sum(
-            (F.when(F.col(freq_name(spec.past_window, e)) > 0, 1).otherwise(0) for e in spec.event_names), F.lit(0)
-        ),
+        f"active_days_{spec.p1}": sum((F.coalesce(F.bit_count(F.col(c)), F.lit(0)) for c in bit_blocks), F.lit(0)),
     }
+    zero_when_absent = {freq_name(w, e) for e in spec.event_names for w in spec.windows}
+    zero_when_absent |= {value_name("sum", spec, e) for e in spec.value_events}
+    zero_when_absent |= {pair_unfollowed_name(p) for p in spec.duration_pairs}
+    derived |= {name: F.coalesce(F.col(name), F.lit(0)) for name in zero_when_absent}
     if spec.has_trend:
         recent_days = TREND_RECENT / timedelta(days=1)
         recent_rate = F.col("_n_recent") / F.lit(recent_days)
@@ -227,8 +251,7 @@ def build_features(events: DataFrame, snapshots: DataFrame, spec: FeatureSpec) -
     _require_columns(events, EVENT_COLUMNS, "events")
     _require_columns(snapshots, ("snapshot_time",), "snapshots")
     rows = _with_gaps_and_follow_ups(_per_snapshot_events(events, snapshots, spec), spec)
-    aggregated = rows.groupBy("user_id", "snapshot_time").agg(*_overall_aggregates(spec), *_event_aggregates(spec))
-    return _finish(aggregated, spec)
+    return _finish(_per_user(_per_event_type(rows, spec), spec), spec)
 
 
 def event_profile(events: DataFrame) -> tuple[dict[str, int], frozenset[str]]:
