@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from datetime import date, timedelta
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from segments_lib import demo, tables
 from segments_lib.config import load_config
@@ -49,9 +50,9 @@ class _Tally:
 
     def watch(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            counts = pa.compute.value_counts(batch.column("event_name"))
+            counts = pc.value_counts(batch.column("event_name"))
             self.per_event.update({c["values"].as_py(): c["counts"].as_py() for c in counts})
-            self.users.update(pa.compute.unique(batch.column("user_id")).to_pylist())
+            self.users.update(pc.unique(batch.column("user_id")).to_pylist())
             if len(batch) and self.keep_from <= batch.column("event_date")[0].as_py() < self.keep_until:
                 self.kept.append(batch)
             yield batch

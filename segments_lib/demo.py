@@ -268,7 +268,10 @@ def _rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
 
 
 def iter_latent_states(spec: DemoSpec) -> Iterator[tuple[int, LatentState, np.ndarray]]:
-    """(day index, state at that day's 00:00, join day per user) for day 0 .. spec.days (the end date)."""
+    """(day index, state at that day's 00:00, join day per user) for day 0 .. spec.days (the end date).
+
+    The state is advanced in place after each step: copy (or `take`) it to keep a snapshot.
+    """
     latent_rng, _ = _rngs(spec.seed)
     state, join_day = initial_state(spec, latent_rng)
     for day in range(spec.days + 1):
