@@ -264,3 +264,11 @@ def write_arrow_delta(batches, path: Path | str, schema, partition_by: Sequence[
                         schema_mode="overwrite")
     except OSError as exc:
         raise TableError(f"cannot write Delta table at {path}: {exc}") from exc
+
+
+def overwrite_table(df: DataFrame, path: Path | str, partition_by: Sequence[str] = ()) -> None:
+    """Replace a whole Delta table (data and schema) in one commit: a re-run gives the same table."""
+    writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    with_conflict_retry(lambda: writer.save(str(path)), f"overwrite {path}")
