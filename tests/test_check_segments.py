@@ -8,6 +8,7 @@ with P1 = 2 days the events must start by 02-24.
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Iterator
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -104,13 +105,15 @@ def test_stale_events_are_reported(spark) -> None:
     )
 
 
-@pytest.fixture()
-def workspace(spark, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("SEGMENTS_WORKSPACE", str(tmp_path))
-    cfg = make_config(tmp_path)
-    tables.append(events_frame(spark), cfg.events.path, partition_by=("event_date",))
-    (tmp_path / "segments.yaml").write_text(SEGMENTS_YAML)
-    return tmp_path
+@pytest.fixture(scope="module")
+def workspace(spark, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One events table for the job tests (they only read it); the job finds it via SEGMENTS_WORKSPACE."""
+    root = tmp_path_factory.mktemp("check_ws")
+    tables.append(events_frame(spark), make_config(root).events.path, partition_by=("event_date",))
+    (root / "segments.yaml").write_text(SEGMENTS_YAML)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SEGMENTS_WORKSPACE", str(root))
+        yield root
 
 
 def test_job_prints_the_table_and_fails_when_a_segment_cannot_be_built(workspace: Path, capsys) -> None:
