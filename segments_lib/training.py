@@ -1,0 +1,373 @@
+"""One segment's training run end to end: calendar → features and labels → fit → holdout → calibrate → MLflow.
+
+`train_segment` builds the training frame from events (one feature pass over every training and
+calibration snapshot) and hands it to `train_from_frame`, which does everything after: the class
+checks that skip instead of crashing, the time-based fit, holdout metrics on the calibration
+snapshot, calibration and thresholds (issue 7's `calibration` module), the MLflow run, the registry
+and the champion/challenger decision. Re-running a (segment, run date) that already has a finished
+run with a registered version reuses it unless `force` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from pyspark.ml import PipelineModel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from segments_lib import calibration, plots, tracking
+from segments_lib.config import AppConfig
+from segments_lib.definitions import SegmentDefinition, format_duration
+from segments_lib.evaluation import holdout_metrics
+from segments_lib.model import RAW_SCORE, FitResult, auc_pr, feature_importances, fit_with_time_validation
+from segments_lib.progress import StageTimer
+from segments_lib.snapshots import SnapshotCalendar, snapshot_calendar
+
+log = logging.getLogger(__name__)
+
+STATUS_TRAINED = "trained"
+STATUS_REUSED = "reused"
+STATUS_SKIPPED = "skipped"
+KEYS = ["snapshot_time", "user_id"]
+INPUT_EXAMPLE_ROWS = 5
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    status: str  # trained | reused | skipped
+    reason: str
+    calendar: SnapshotCalendar
+    run_id: str | None = None
+    model_name: str | None = None
+    model_version: str | None = None
+    model_uri: str | None = None
+    is_champion: bool = False
+    metrics: dict[str, float] = field(default_factory=dict)
+    thresholds: dict[str, calibration.ThresholdChoice] = field(default_factory=dict)
+    curve: pd.DataFrame | None = None
+
+
+def segment_calendar(segment: SegmentDefinition, run_date: date) -> SnapshotCalendar:
+    return snapshot_calendar(run_date, segment.horizon, segment.training.snapshots, segment.training.stride)
+
+
+def build_training_frame(
+    events: DataFrame, segment: SegmentDefinition, calendar: SnapshotCalendar
+) -> tuple[DataFrame, list[str]]:
+    """Features and labels of the eligible users at every training and calibration snapshot.
+
+    One `build_features` call covers all snapshots. Eligible users all have an event before T, so
+    each has a feature row: the join is inner and never invents "never" values for counts.
+    """
+    from segments_lib.eligibility import eligible_population, snapshot_frame
+    from segments_lib.feature_spec import feature_columns, feature_spec_for
+    from segments_lib.features import build_features, event_profile
+    from segments_lib.targets import build_labels
+
+    snapshots = snapshot_frame(events.sparkSession, list(calendar.labelled))
+    history = events.where(F.col("event_time") < F.lit(calendar.scoring))
+    event_counts, valued_events = event_profile(history)
+    spec = feature_spec_for(segment, event_counts, valued_events)
+    population = eligible_population(history, snapshots, segment.eligible)
+    labels = build_labels(events, population, segment.target, segment.prediction_window)
+    features = build_features(history, snapshots, spec)
+    return labels.join(features, on=KEYS, how="inner"), feature_columns(spec)
+
+
+def train_segment(
+    spark: SparkSession,
+    cfg: AppConfig,
+    segment: SegmentDefinition,
+    events: DataFrame,
+    run_date: date,
+    events_version: int | None,
+    force: bool = False,
+) -> TrainingOutcome:
+    calendar = segment_calendar(segment, run_date)
+    tracking.configure_mlflow(cfg.mlflow)
+    if not force:
+        reused = _reused(cfg, segment, calendar)
+        if reused is not None:
+            return reused
+    timer = StageTimer(log, prefix=f"[{segment.name}] ")
+    with timer.stage("features and labels"):
+        frame, feature_cols = build_training_frame(events, segment, calendar)
+    return train_from_frame(spark, cfg, segment, frame, feature_cols, calendar, events_version, timer=timer)
+
+
+def _reused(cfg: AppConfig, segment: SegmentDefinition, calendar: SnapshotCalendar) -> TrainingOutcome | None:
+    found = tracking.find_reusable_run(cfg.mlflow, segment.name, calendar.run_date)
+    if found is None:
+        return None
+    name = tracking.registered_model_name(cfg.mlflow, segment.name)
+    champion = tracking.champion_version(cfg.mlflow, segment.name)
+    log.info("[%s] reusing run %s (v%s) for %s", segment.name, found.run_id, found.model_version, calendar.run_date)
+    return TrainingOutcome(
+        status=STATUS_REUSED,
+        reason=f"run {found.run_id} already trained {segment.name} for {calendar.run_date}; force=True retrains",
+        calendar=calendar,
+        run_id=found.run_id,
+        model_name=name,
+        model_version=found.model_version,
+        model_uri=f"models:/{name}/{found.model_version}",
+        is_champion=champion is not None and str(champion.version) == found.model_version,
+        metrics=found.metrics,
+    )
+
+
+def _class_counts(frame: DataFrame, calendar: SnapshotCalendar) -> dict[str, int]:
+    is_holdout = F.col("snapshot_time") == F.lit(calendar.calibration)
+    is_training = F.col("snapshot_time").isin([F.lit(t) for t in calendar.training])
+    row = frame.agg(*[
+        F.sum(F.when(part & (F.col("label") == value), 1).otherwise(0)).alias(f"{name}_{kind}")
+        for name, part in (("train", is_training), ("holdout", is_holdout))
+        for kind, value in (("positives", 1), ("negatives", 0))
+    ]).first()
+    return {key: int(row[key] or 0) for key in row.asDict()}
+
+
+def skip_reason(counts: dict[str, int], segment: SegmentDefinition) -> str | None:
+    """Why this data cannot train a model worth registering, or None when it can."""
+    settings = segment.training
+    train_pos, train_neg = counts["train_positives"], counts["train_negatives"]
+    if train_pos == 0 or train_neg == 0:
+        return (f"training labels are all one class ({train_pos} positives, {train_neg} negatives) "
+                f"at {settings.snapshots} training snapshots")
+    if train_pos < settings.min_positives:
+        return f"too few positives: {train_pos} < training.min_positives {settings.min_positives}"
+    if train_neg < settings.min_negatives:
+        return f"too few negatives: {train_neg} < training.min_negatives {settings.min_negatives}"
+    if counts["holdout_positives"] == 0 or counts["holdout_negatives"] == 0:
+        return (f"holdout labels are all one class ({counts['holdout_positives']} positives, "
+                f"{counts['holdout_negatives']} negatives): the model cannot be judged")
+    return None
+
+
+def _levels(cfg: AppConfig, segment: SegmentDefinition) -> dict[str, float]:
+    """Every configured level, plus the segment's own when it is a number rather than a level name."""
+    return {**cfg.precision_levels, segment.level_name(): segment.promised_precision(cfg.precision_levels)}
+
+
+def train_from_frame(
+    spark: SparkSession,
+    cfg: AppConfig,
+    segment: SegmentDefinition,
+    frame: DataFrame,
+    feature_cols: list[str],
+    calendar: SnapshotCalendar,
+    events_version: int | None,
+    timer: StageTimer | None = None,
+) -> TrainingOutcome:
+    """Train, evaluate, calibrate, log and register from a ready frame (snapshot_time, user_id, label, features)."""
+    timer = timer or StageTimer(log, prefix=f"[{segment.name}] ")
+    frame = frame.select(*KEYS, F.col("label").cast("int").alias("label"), *feature_cols).persist()
+    try:
+        with timer.stage("class counts"):
+            counts = _class_counts(frame, calendar)
+        reason = skip_reason(counts, segment)
+        if reason is not None:
+            log.warning("[%s] skipped: %s", segment.name, reason)
+            return TrainingOutcome(status=STATUS_SKIPPED, reason=reason, calendar=calendar,
+                                   metrics={k: float(v) for k, v in counts.items()})
+        holdout = frame.where(F.col("snapshot_time") == F.lit(calendar.calibration))
+        training = frame.where(F.col("snapshot_time").isin([F.lit(t) for t in calendar.training]))
+        with timer.stage("fit"):
+            fit = fit_with_time_validation(training, feature_cols, segment.training)
+        with timer.stage("holdout metrics"):
+            scored = fit.model.transform(holdout).select(*KEYS, RAW_SCORE, "label").persist()
+            metrics = {**holdout_metrics(scored), "n_train": float(fit.n_train),
+                       "n_validation": float(fit.n_validation), "train_seconds": fit.fit_seconds}
+        with timer.stage("calibration"):
+            calibrated = calibration.fit_calibrator(scored, seed=segment.training.seed)
+            curve = calibration.threshold_curve(calibrated.threshold_fold, cfg.nightly.threshold_curve_points,
+                                                cfg.nightly.confidence)
+            choices = calibration.choose_thresholds(calibrated.threshold_fold, _levels(cfg, segment),
+                                                    cfg.nightly.min_segment_size, cfg.nightly.confidence)
+            metrics.update(brier_raw=calibrated.brier_before, brier_calibrated=calibrated.brier_after)
+        final_model = PipelineModel(stages=[*fit.model.stages, calibrated.calibrator])
+        with timer.stage("mlflow"):
+            outcome = _log_and_register(cfg, segment, calendar, events_version, frame, feature_cols, fit,
+                                        final_model, scored, metrics, calibrated, curve, choices, timer)
+        scored.unpersist()
+        return outcome
+    finally:
+        frame.unpersist()
+
+
+def _champion_auc_pr_on(holdout_scored: DataFrame, holdout_features: DataFrame, model_uri: str) -> float | None:
+    """The current champion's AUC-PR on the same holdout rows, or None if it cannot read today's features."""
+    import mlflow.spark
+
+    try:
+        champion = mlflow.spark.load_model(model_uri)
+        rescored = champion.transform(holdout_features).select(*KEYS, RAW_SCORE)
+        joined = rescored.join(holdout_scored.select(*KEYS, "label"), on=KEYS, how="inner")
+        return auc_pr(joined)
+    except Exception as exc:  # a champion trained on other feature columns cannot be compared
+        log.warning("champion %s could not score the holdout: %s", model_uri, exc)
+        return None
+
+
+def _log_and_register(
+    cfg: AppConfig,
+    segment: SegmentDefinition,
+    calendar: SnapshotCalendar,
+    events_version: int | None,
+    frame: DataFrame,
+    feature_cols: list[str],
+    fit: FitResult,
+    final_model: PipelineModel,
+    scored: DataFrame,
+    metrics: dict[str, float],
+    calibrated: calibration.CalibrationResult,
+    curve: pd.DataFrame,
+    choices: dict[str, calibration.ThresholdChoice],
+    timer: StageTimer,
+) -> TrainingOutcome:
+    import mlflow
+    import mlflow.spark
+    from mlflow.models import infer_signature
+
+    experiment_id = tracking.ensure_experiment(cfg.mlflow, segment.name)
+    name = tracking.registered_model_name(cfg.mlflow, segment.name)
+    holdout_features = frame.where(F.col("snapshot_time") == F.lit(calendar.calibration)).drop("label")
+    thresholds = {level: choice.threshold for level, choice in choices.items()}
+    tags = tracking.run_tags(segment.name, segment.kind, calendar.run_date)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{segment.name}-{calendar.run_date}",
+                          tags=tags) as run:
+        mlflow.log_params(_params(segment, calendar, fit, events_version, feature_cols))
+        mlflow.log_metrics({**metrics, **_search_metrics(fit)})
+        with tempfile.TemporaryDirectory() as tmp:
+            _log_artifacts(Path(tmp), segment, frame, feature_cols, fit, scored, metrics, calibrated, curve, choices)
+        example = holdout_features.select(*feature_cols).limit(INPUT_EXAMPLE_ROWS).toPandas()
+        info = mlflow.spark.log_model(
+            final_model, artifact_path="model", registered_model_name=name,
+            signature=infer_signature(example), input_example=example,
+        )
+        version = str(info.registered_model_version)
+        champion = tracking.champion_version(cfg.mlflow, segment.name)
+        champion_auc = (_champion_auc_pr_on(scored, holdout_features, f"models:/{name}/{champion.version}")
+                        if champion is not None else None)
+        tracking.register_model(cfg.mlflow, segment.name, version, thresholds, metrics["auc_pr"],
+                                calendar.calibration, calendar.run_date, feature_cols)
+        decision = tracking.promote_if_better(cfg.mlflow, segment.name, version, metrics["auc_pr"], champion_auc,
+                                              str(champion.version) if champion is not None else None)
+        mlflow.log_metrics({f"stage_seconds.{k.replace(' ', '_')}": v for k, v in timer.durations.items()})
+    return TrainingOutcome(
+        status=STATUS_TRAINED,
+        reason=decision.reason,
+        calendar=calendar,
+        run_id=run.info.run_id,
+        model_name=name,
+        model_version=version,
+        model_uri=f"models:/{name}/{version}",
+        is_champion=decision.promoted,
+        metrics=metrics,
+        thresholds=choices,
+        curve=curve,
+    )
+
+
+def _params(segment: SegmentDefinition, calendar: SnapshotCalendar, fit: FitResult,
+            events_version: int | None, feature_cols: list[str]) -> dict[str, str]:
+    params = {
+        **tracking.flatten_params(segment, "segment"),
+        "horizon": format_duration(segment.horizon),
+        "windows": ",".join(format_duration(w) for w in segment.windows),
+        "snapshot.scoring": calendar.scoring.isoformat(),
+        "snapshot.calibration": calendar.calibration.isoformat(),
+        "snapshot.training": ",".join(t.isoformat() for t in calendar.training),
+        "snapshot.validation": fit.validation_snapshot.isoformat() if fit.validation_snapshot else "none",
+        **tracking.flatten_params(fit.params, "gbt"),
+        "gbt.positive_weight": repr(fit.positive_weight),
+        "gbt.candidates": str(len(fit.candidates) or 1),
+        "events_delta_version": "none" if events_version is None else str(events_version),
+        "n_features": str(len(feature_cols)),
+    }
+    return params
+
+
+def _search_metrics(fit: FitResult) -> dict[str, float]:
+    return {f"search.candidate_{i}.validation_auc_pr": c.validation_auc_pr for i, c in enumerate(fit.candidates)}
+
+
+def _data_profile(frame: DataFrame, feature_cols: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-feature null share / min / mean / max over all labelled rows, rows and positives per snapshot)."""
+    aggregates = [
+        agg
+        for c in feature_cols
+        for agg in (F.avg(F.col(c).isNull().cast("double")).alias(f"{c}|null_share"), F.min(c).alias(f"{c}|min"),
+                    F.avg(c).alias(f"{c}|mean"), F.max(c).alias(f"{c}|max"))
+    ]
+    row = frame.agg(*aggregates).first().asDict()
+    features = pd.DataFrame([
+        {"feature": c, **{stat: row[f"{c}|{stat}"] for stat in ("null_share", "min", "mean", "max")}}
+        for c in feature_cols
+    ])
+    per_snapshot = (frame.groupBy("snapshot_time")
+                    .agg(F.count(F.lit(1)).alias("rows"), F.sum("label").alias("positives"))
+                    .orderBy("snapshot_time").toPandas())
+    per_snapshot["snapshot_time"] = per_snapshot["snapshot_time"].astype(str)
+    return features, per_snapshot
+
+
+def _log_artifacts(
+    folder: Path,
+    segment: SegmentDefinition,
+    frame: DataFrame,
+    feature_cols: list[str],
+    fit: FitResult,
+    scored: DataFrame,
+    metrics: dict[str, float],
+    calibrated: calibration.CalibrationResult,
+    curve: pd.DataFrame,
+    choices: dict[str, calibration.ThresholdChoice],
+) -> None:
+    import mlflow
+
+    holdout = scored.select(RAW_SCORE, "label").toPandas()
+    importances = feature_importances(fit.model, feature_cols)
+    plots.roc_pr_png(holdout[RAW_SCORE].to_numpy(), holdout["label"].to_numpy(), metrics["auc_roc"],
+                     metrics["auc_pr"], folder / "roc_pr_curves.png")
+    plots.reliability_png(calibrated.reliability, folder / "reliability.png")
+    plots.feature_importance_png(importances, folder / "feature_importances.png")
+    pd.DataFrame(importances, columns=["feature", "importance"]).to_csv(folder / "feature_importances.csv",
+                                                                         index=False)
+    profile, per_snapshot = _data_profile(frame, feature_cols)
+    profile.to_csv(folder / "data_profile_features.csv", index=False)
+    per_snapshot.to_csv(folder / "data_profile_snapshots.csv", index=False)
+    curve.to_csv(folder / "threshold_curve.csv", index=False)
+    (folder / "segment.yaml").write_text(yaml.safe_dump(_segment_yaml(segment), sort_keys=False))
+    (folder / "thresholds.json").write_text(json.dumps(
+        {level: _choice_dict(choice) for level, choice in choices.items()}, indent=2, sort_keys=True))
+    (folder / "feature_columns.json").write_text(json.dumps(feature_cols, indent=2))
+    mlflow.log_artifacts(str(folder))
+    mlflow.set_tag("top_features", ", ".join(name for name, _ in importances[:5]))
+
+
+def _choice_dict(choice: calibration.ThresholdChoice) -> dict[str, Any]:
+    return {k: getattr(choice, k) for k in choice.__dataclass_fields__}
+
+
+def _plain(value: Any) -> Any:
+    """asdict output made YAML-safe: durations as '7d', tuples as lists."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    return value
+
+
+def _segment_yaml(segment: SegmentDefinition) -> dict[str, Any]:
+    return {"target_type": type(segment.target).__name__, **_plain(asdict(segment))}
