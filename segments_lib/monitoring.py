@@ -325,7 +325,7 @@ def promise_kept_share(ledger: pd.DataFrame) -> pd.DataFrame:
     frame = pd.DataFrame({
         "segment": ledger["segment"], "level": ledger["level"],
         "judged": verdict.notna().astype(int),
-        "kept": verdict.fillna(False).astype(bool).astype(int),
+        "kept": verdict.astype("boolean").fillna(False).astype(int),
     })
     summary = frame.groupby(["segment", "level"], sort=True).agg(
         nights_judged=("judged", "sum"), nights_kept=("kept", "sum"), nights=("judged", "size")
