@@ -252,6 +252,8 @@ def _log_and_register(
         info = mlflow.spark.log_model(
             final_model, artifact_path="model", registered_model_name=name,
             signature=infer_signature(example), input_example=example,
+            # Explicit requirements: inferring them starts a second Python process with its own Spark JVM.
+            pip_requirements=model_requirements(),
         )
         version = str(info.registered_model_version)
         champion = tracking.champion_version(cfg.mlflow, segment.name)
@@ -275,6 +277,13 @@ def _log_and_register(
         thresholds=choices,
         curve=curve,
     )
+
+
+def model_requirements() -> list[str]:
+    """The packages a served copy of the model needs, pinned to what trained it."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("pyspark", "mlflow", "pandas", "numpy")]
 
 
 def _params(segment: SegmentDefinition, calendar: SnapshotCalendar, fit: FitResult,

@@ -1,0 +1,58 @@
+"""The README's main command: demo events (generated once), then the nightly job in local mode.
+
+    python -m jobs.demo                      # 20k users × 120 days, run date = the demo's last day + 1
+    python -m jobs.demo --users 200000       # bigger
+    python -m jobs.demo --fresh              # regenerate the events even if they exist
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from datetime import date
+
+from segments_lib.config import load_config
+from segments_lib.progress import configure_logging
+
+log = logging.getLogger("jobs.demo")
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_logging()
+    parser = argparse.ArgumentParser(prog="jobs.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--conf", default="local", help="config overlay (default: local)")
+    parser.add_argument("--users", type=int, default=None, help="demo users (default: demo.users in config)")
+    parser.add_argument("--days", type=int, default=None, help="days of history (default: demo.days)")
+    parser.add_argument("--fresh", action="store_true", help="regenerate demo events even if present")
+    parser.add_argument("--retrain", choices=("auto", "always", "never"), default="auto")
+    parser.add_argument("--ground-truth", action="store_true",
+                        help="also write the generator's ground truth (for benchmarks/quality.py; ~4 min)")
+    args = parser.parse_args(argv)
+
+    cfg = load_config(args.conf)
+    users = args.users or cfg.demo.users
+    days = args.days or cfg.demo.days
+    run_date = date.fromisoformat(cfg.demo.end_date)
+
+    from jobs import generate_demo_events
+    from segments_lib import tables
+    from segments_lib.runner import run_job
+    from segments_lib.session import build_session
+
+    spark = build_session(cfg.spark, app_name="predictive-segments-demo")
+    if args.fresh or not tables.is_delta_table(spark, tables.events_path(cfg)):
+        code = generate_demo_events.main([
+            "--conf", args.conf, "--users", str(users), "--days", str(days),
+            "--end-date", cfg.demo.end_date, "--seed", str(cfg.demo.seed),
+            "--truth-days", "45" if args.ground_truth else "0",
+        ])
+        if code:
+            return code
+    else:
+        log.info("demo events already at %s (use --fresh to regenerate)", tables.events_path(cfg))
+    return run_job(cfg, [run_date], None, args.retrain)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

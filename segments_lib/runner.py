@@ -1,0 +1,345 @@
+"""The job driver behind `jobs.nightly`: session, events, then every night and segment in order.
+
+Kept out of `jobs/` so that the demo, the tests and the notebooks drive exactly the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+
+from segments_lib import tables
+from segments_lib.config import AppConfig
+from segments_lib.definitions import SegmentDefinition
+from segments_lib.events import (
+    ValidationRules,
+    check_rejected_share,
+    conform,
+    format_counts,
+    validate,
+)
+from segments_lib.progress import StageTimer
+
+log = logging.getLogger(__name__)
+
+
+class JobError(RuntimeError):
+    """The job cannot run at all (no events table, bad segment config); the message says why."""
+
+
+@dataclass(frozen=True)
+class PreparedEvents:
+    events: DataFrame  # validated, deduplicated, persisted
+    version: int | None  # Delta version of the events table that was read
+    counts: dict[str, int]
+    first_time: datetime | None
+    last_time: datetime | None
+    event_counts: dict[str, int]
+
+
+def read_source_events(spark: SparkSession, cfg: AppConfig) -> tuple[DataFrame, int | None]:
+    path = tables.events_path(cfg)
+    if cfg.events.format == "parquet":
+        if not path.exists():
+            raise JobError(f"events table not found: no Parquet data at {path} (events.path in config)")
+        return spark.read.parquet(str(path)), None
+    if not tables.is_delta_table(spark, path):
+        raise JobError(
+            f"events table not found: no Delta table at {path} (events.path in config). "
+            "Generate demo data with `python -m jobs.generate_demo_events` or point events.path at your table."
+        )
+    version = tables.delta_version(spark, path)
+    return tables.read_delta(spark, path, version=version), version
+
+
+def prepare_events(spark: SparkSession, cfg: AppConfig, quarantine_date: date) -> PreparedEvents:
+    """Read, conform and validate the events once per job; quarantine the rejects; persist the rest."""
+    from pyspark.sql import functions as F
+
+    raw, version = read_source_events(spark, cfg)
+    conformed = conform(raw, cfg.events.columns, cfg.events.source_timezone)
+    # Validation's as-of is the wall clock: an event stamped later than now is a data error, while
+    # events after a backfilled run date are legitimate history for that night's labels.
+    result = validate(conformed, datetime.now(timezone.utc), ValidationRules.from_config(cfg.events),
+                      run_date=quarantine_date)
+    log.info("events v%s: %s valid of %s; %s", version, result.counts["valid"], result.counts["total"],
+             format_counts(result.counts))
+    check_rejected_share(result, cfg.events.max_rejected_share)
+    if result.rejected_count:
+        tables.replace_partition(result.rejected, tables.quarantine_path(cfg), {"run_date": quarantine_date},
+                                 partition_by=("run_date",))
+    events = result.valid.persist(StorageLevel.MEMORY_AND_DISK)
+    profile = events.groupBy("event_name").agg(
+        F.count(F.lit(1)).alias("n"), F.min("event_time").alias("first"), F.max("event_time").alias("last")
+    ).collect()
+    if not profile:
+        raise JobError(f"events table at {tables.events_path(cfg)} has no valid events")
+    return PreparedEvents(
+        events=events,
+        version=version,
+        counts=result.counts,
+        first_time=min(r["first"] for r in profile),
+        last_time=max(r["last"] for r in profile),
+        event_counts={r["event_name"]: int(r["n"]) for r in profile},
+    )
+
+
+def select_segments(all_segments: Sequence[SegmentDefinition], wanted: str | None) -> list[SegmentDefinition]:
+    if not wanted:
+        return list(all_segments)
+    names = [n.strip() for n in wanted.split(",") if n.strip()]
+    known = {s.name: s for s in all_segments}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        from segments_lib.config import suggest
+
+        hints = "; ".join(f"'{n}'{suggest(n, list(known))}" for n in unknown)
+        raise JobError(f"--segments names unknown segment(s) {hints}; defined: {', '.join(known)}")
+    return [known[n] for n in names]
+
+
+def timer_for(logger: logging.Logger, segment: str, run_date: date) -> StageTimer:
+    return StageTimer(logger, prefix=f"[{segment} {run_date}] ")
+
+
+def retrain_decision(champion_run_date: date | None, run_date: date, every_days: int, mode: str,
+                     triggers: Sequence[str] = ()) -> str | None:
+    """Why this night must (re)train, or None when the champion can score it."""
+    if mode == "always":
+        return "--retrain always"
+    if champion_run_date is None:
+        return "no champion yet"
+    if champion_run_date > run_date:
+        # A champion trained after this night has seen its future; a backfill must not score with it.
+        return f"champion was trained for {champion_run_date}, after this run date"
+    if mode == "never":
+        return None
+    age = (run_date - champion_run_date).days
+    if age >= every_days:
+        return f"champion is {age} days old (retrain_every {every_days}d)"
+    if triggers:
+        return "; ".join(triggers)
+    return None
+
+
+def scoring_model(cfg: AppConfig, segment: SegmentDefinition, run_date: date, trained_version: str | None):
+    """The model that scores this night: the champion, unless it postdates the night (then the model just
+    trained for it). Returns tracking.ChampionInfo or None."""
+    from segments_lib import tracking
+
+    champion = tracking.load_champion(cfg.mlflow, segment.name)
+    if champion is not None and (champion.trained_run_date is None or champion.trained_run_date <= run_date):
+        return champion
+    if trained_version is not None:
+        return tracking.load_version(cfg.mlflow, segment.name, trained_version)
+    return None
+
+
+def scoring_features(events: DataFrame, segment: SegmentDefinition, run_date: date,
+                     feature_columns: Sequence[str]) -> DataFrame:
+    """Eligible users at D with exactly the model's feature columns (user_id first)."""
+    from pyspark.sql import functions as F
+
+    from segments_lib.eligibility import eligible_population, snapshot_frame
+    from segments_lib.feature_spec import feature_columns as spec_columns
+    from segments_lib.feature_spec import feature_spec_for
+    from segments_lib.features import build_features, event_profile
+    from segments_lib.nightly import snapshot_time
+
+    as_of = snapshot_time(run_date)
+    history = events.where(F.col("event_time") < F.lit(as_of))
+    event_counts, valued_events = event_profile(history)
+    spec = feature_spec_for(segment, event_counts, valued_events)
+    missing = sorted(set(feature_columns) - set(spec_columns(spec)))
+    snapshots = snapshot_frame(events.sparkSession, [as_of])
+    population = eligible_population(history, snapshots, segment.eligible)
+    features = build_features(history, snapshots, spec).join(
+        population, on=["snapshot_time", "user_id"], how="inner"
+    )
+    # An event type the model knew but this night's history lacks is a column of "never happened".
+    return features.select(
+        "user_id", *[F.col(c) if c not in missing else F.lit(None).cast("double").alias(c) for c in feature_columns]
+    )
+
+
+def run_artifact_json(run_id: str, name: str) -> object:
+    import json
+
+    import mlflow
+
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=name)
+    with open(local, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def threshold_rows(spark: SparkSession, curve_run_id: str, scored: DataFrame, segment: str, run_date: date,
+                   model_version: int) -> DataFrame:
+    """The held-out curve of the scoring model, with the size each threshold would give tonight."""
+    import mlflow
+    import pandas as pd
+
+    from segments_lib.calibration import expected_sizes
+
+    curve = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=curve_run_id,
+                                                            artifact_path="threshold_curve.csv"))
+    sizes = expected_sizes(scored, [float(t) for t in curve["threshold"]])
+    rows = [
+        (run_date, segment, model_version, i, float(r.threshold), float(r.precision), float(r.precision_lower),
+         float(r.recall), int(r.members), int(sizes[i]))
+        for i, r in enumerate(curve.itertuples(index=False))
+    ]
+    return spark.createDataFrame(rows, THRESHOLDS_SCHEMA)
+
+
+THRESHOLDS_SCHEMA = (
+    "run_date date, segment string, model_version int, point int, threshold double, expected_precision double, "
+    "precision_lower double, expected_recall double, holdout_members long, expected_size_today long"
+)
+
+
+def run_segment(spark: SparkSession, cfg: AppConfig, segment: SegmentDefinition, prepared: PreparedEvents,
+                run_date: date, retrain: str):  # -> SegmentResult
+    """One segment's night. Any exception becomes a `failed` status; the other segments go on."""
+    import mlflow.spark
+
+    from segments_lib import tracking
+    from segments_lib.nightly import (
+        STATUS_OK,
+        STATUS_SKIPPED,
+        STATUS_UNREACHABLE,
+        SegmentResult,
+        count_members,
+        failed_result,
+    )
+    from segments_lib.scoring import ScoringContext, level_thresholds, membership_rows
+    from segments_lib.training import STATUS_SKIPPED as TRAINING_SKIPPED
+    from segments_lib.training import train_segment
+
+    timer = timer_for(log, segment.name, run_date)
+    result = SegmentResult(segment=segment.name, run_date=run_date, precision_level=segment.level_name(),
+                           events_version=prepared.version)
+    try:
+        with timer.stage("champion"):
+            champion = tracking.load_champion(cfg.mlflow, segment.name)
+        why = retrain_decision(champion.trained_run_date if champion else None, run_date,
+                               segment.training.retrain_every.days, retrain)
+        trained_version: str | None = None
+        if why is not None:
+            log.info("[%s %s] training: %s", segment.name, run_date, why)
+            with timer.stage("train"):
+                outcome = train_segment(spark, cfg, segment, prepared.events, run_date, prepared.version,
+                                        force=retrain == "always")
+            result.retrained, result.retrain_reason = outcome.status != "reused", why
+            if outcome.status == TRAINING_SKIPPED:
+                result.status, result.reason = STATUS_SKIPPED, outcome.reason
+                result.stage_seconds = dict(timer.durations)
+                return result
+            trained_version = outcome.model_version
+        model = scoring_model(cfg, segment, run_date, trained_version)
+        if model is None:
+            result.status = STATUS_SKIPPED
+            result.reason = "no model trained for this run date or earlier; run with --retrain auto or always"
+            result.stage_seconds = dict(timer.durations)
+            return result
+
+        levels = {**cfg.precision_levels, segment.level_name(): segment.promised_precision(cfg.precision_levels)}
+        ctx = ScoringContext(
+            segment=segment.name, run_date=run_date, segment_level=segment.level_name(),
+            levels=level_thresholds(levels, model.thresholds), model_name=model.model_name,
+            model_version=int(model.version), mlflow_run_id=model.run_id, control_share=cfg.nightly.control_share,
+        )
+        with timer.stage("features"):
+            features = scoring_features(prepared.events, segment, run_date, model.feature_columns)
+        with timer.stage("score"):
+            scored = (mlflow.spark.load_model(model.model_uri).transform(features)
+                      .select("user_id", "score").persist())
+            membership = membership_rows(scored, ctx)
+        with timer.stage("write membership"):
+            tables.write_output(
+                membership, cfg, tables.SEGMENT_MEMBERSHIP, {"segment": segment.name, "run_date": run_date},
+                partition_by=("segment", "run_date"),
+                description="Predictive segment membership: one row per scored eligible user per night.",
+            )
+        with timer.stage("write thresholds"):
+            curve = threshold_rows(spark, model.run_id, scored, segment.name, run_date, int(model.version))
+            tables.write_output(curve, cfg, tables.SEGMENT_THRESHOLDS,
+                                {"segment": segment.name, "run_date": run_date}, partition_by=("run_date",),
+                                description="Held-out precision/recall/size curve of the scoring model.")
+        written = tables.read_output(spark, cfg, tables.SEGMENT_MEMBERSHIP)
+        counts = count_members(
+            written.where((written.segment == segment.name) & (written.run_date == run_date)),
+            [lv for lv in ("high", "medium", "low") if lv in cfg.precision_levels],
+        )
+        scored.unpersist()
+        result.eligible_count, result.member_count = counts["eligible"], counts["members"]
+        result.control_count = counts["control"]
+        result.members_by_level = {lv: counts[lv] for lv in ("high", "medium", "low") if lv in counts}
+        result.thresholds = dict(model.thresholds)
+        result.threshold = model.thresholds.get(segment.level_name())
+        result.model_name, result.model_version, result.mlflow_run_id = (
+            model.model_name, int(model.version), model.run_id)
+        result.holdout_auc_pr = model.holdout_auc_pr
+        if result.threshold is None:
+            result.status = STATUS_UNREACHABLE
+            result.reason = (f"no threshold reaches precision {levels[segment.level_name()]:.2f} with "
+                             f"{cfg.nightly.confidence:.0%} confidence on the holdout; membership at this level "
+                             "is empty (see segment_thresholds for the achievable curve)")
+        else:
+            result.status = STATUS_OK
+        result.stage_seconds = dict(timer.durations)
+        return result
+    except Exception as exc:
+        return failed_result(segment, run_date, exc, timer)
+
+
+def run_job(cfg: AppConfig, dates: Sequence[date], segment_names: str | None, retrain: str,
+            check_only: bool = False) -> int:
+    """Run every night in `dates` for the chosen segments; print a summary; return the exit code."""
+    from segments_lib.nightly import STATUS_FAILED, summary_table, write_runs
+    from segments_lib.segment_config import SegmentConfigError, load_segments
+    from segments_lib.session import build_session
+    from segments_lib.tracking import configure_mlflow
+
+    job_timer = StageTimer(log)
+    with job_timer.stage("session"):
+        spark = build_session(cfg.spark)
+    log.info("Spark %s, master=%s, events at %s", spark.version, spark.sparkContext.master, cfg.events.path)
+    uri = configure_mlflow(cfg.mlflow)
+    try:
+        with job_timer.stage("events"):
+            prepared = prepare_events(spark, cfg, max(dates))
+        segments = select_segments(
+            load_segments(cfg.segments_file, cfg.precision_levels, known_events=set(prepared.event_counts),
+                          history=(prepared.first_time, prepared.last_time)),
+            segment_names,
+        )
+    except (JobError, SegmentConfigError) as exc:
+        log.error("%s", exc)
+        return 2
+    if check_only:
+        from segments_lib.dry_run import EventsHistory, check_segment, format_report
+        from segments_lib.eligibility import as_utc
+
+        history = EventsHistory(as_utc(prepared.first_time), as_utc(prepared.last_time), prepared.event_counts)
+        checks = [check_segment(prepared.events, s, max(dates), history) for s in segments]
+        print(format_report(checks))
+        return 0 if all(c.ok for c in checks) else 1
+
+    all_results = []
+    for run_date in dates:
+        with job_timer.stage(f"night {run_date}"):
+            results = [run_segment(spark, cfg, s, prepared, run_date, retrain) for s in segments]
+            write_runs(spark, cfg, results)
+        all_results.extend(results)
+        print(f"\nNight {run_date}\n" + summary_table(results, uri), flush=True)
+    tables.register_views(spark, cfg)
+    prepared.events.unpersist()
+    failed = [r for r in all_results if r.status == STATUS_FAILED]
+    log.info("done in %.1fs: %d segment-nights, %d failed; tables in %s", job_timer.total, len(all_results),
+             len(failed), cfg.output.root)
+    return 1 if failed else 0
