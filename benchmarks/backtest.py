@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--nights", type=int, default=30, help="evaluated nights, ending at demo.end_date")
     parser.add_argument("--segments", default=None, help="comma-separated subset (default: all demo segments)")
     parser.add_argument("--ledger-only", action="store_true", help="skip events and scoring; evaluate what exists")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="start no new scored night after this long; then evaluate what was scored")
     return parser.parse_args(argv)
 
 
@@ -76,7 +78,8 @@ def write_demo_events(cfg: AppConfig, users: int, days: int) -> None:
              time.perf_counter() - start)
 
 
-def backfill(spark, cfg: AppConfig, segments: list[SegmentDefinition], nights: list[date]) -> float:
+def backfill(spark, cfg: AppConfig, segments: list[SegmentDefinition], nights: list[date],
+             max_minutes: float | None = None) -> float:
     """Score each segment's needed run dates in date order; returns the seconds spent."""
     from segments_lib.nightly import summary_table, write_runs
     from segments_lib.runner import prepare_events, run_segment
@@ -85,6 +88,9 @@ def backfill(spark, cfg: AppConfig, segments: list[SegmentDefinition], nights: l
     prepared = prepare_events(spark, cfg, nights[-1])
     needed = {s.name: set(scored_dates(s, nights)) for s in segments}
     for run_date in sorted(set().union(*needed.values())):
+        if max_minutes is not None and time.perf_counter() - start > 60 * max_minutes:
+            log.warning("time budget of %.0f min spent: stopping before %s", max_minutes, run_date)
+            break
         night_start = time.perf_counter()
         due = [s for s in segments if run_date in needed[s.name]]
         results = [run_segment(spark, cfg, s, prepared, run_date, "auto") for s in due]
@@ -153,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     backfill_seconds = None
     if not args.ledger_only:
         write_demo_events(cfg, args.users, args.days)
-        backfill_seconds = backfill(spark, cfg, segments, nights)
+        backfill_seconds = backfill(spark, cfg, segments, nights, args.max_minutes)
     start = time.perf_counter()
     ledger = build_ledger(spark, cfg, segments, nights)
     ledger_seconds = time.perf_counter() - start
