@@ -23,7 +23,13 @@ TEST_SPARK_CONF = {
 
 def make_config(workspace: Path, **overrides: object) -> AppConfig:
     """The project's real config, with the workspace moved into a temporary folder."""
-    merged = {"workspace": str(workspace), "spark": {"master": "local[2]", "conf": TEST_SPARK_CONF}}
+    # An explicit store per workspace: mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI into the
+    # process environment, which would otherwise point every later config at an earlier test's store.
+    merged = {
+        "workspace": str(workspace),
+        "spark": {"master": "local[2]", "conf": TEST_SPARK_CONF},
+        "mlflow": {"tracking_uri": f"sqlite:///{(workspace / 'mlflow' / 'mlflow.db').as_posix()}"},
+    }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = {**merged[key], **value}
