@@ -17,6 +17,8 @@ from segments_lib import tables
 from segments_lib.config import AppConfig
 from segments_lib.definitions import SegmentDefinition
 from segments_lib.events import (
+    EventSchemaError,
+    TooManyRejectedError,
     ValidationRules,
     check_rejected_share,
     conform,
@@ -303,14 +305,22 @@ def run_job(cfg: AppConfig, dates: Sequence[date], segment_names: str | None, re
     from segments_lib.nightly import STATUS_FAILED, summary_table, write_runs
     from segments_lib.segment_config import SegmentConfigError, load_segments
     from segments_lib.session import build_session
+    from segments_lib.store_check import mask_uri, tracking_store_refusal
     from segments_lib.tracking import configure_mlflow
 
+    # Membership must name the model that produced it: without a tracking store, stop before any work.
+    refusal = tracking_store_refusal(cfg.mlflow)
+    if refusal is not None:
+        log.error("%s", refusal)
+        return 2
     job_timer = StageTimer(log)
     with job_timer.stage("session"):
         spark = build_session(cfg.spark)
     log.info("Spark %s, master=%s, events at %s", spark.version, spark.sparkContext.master, cfg.events.path)
     uri = configure_mlflow(cfg.mlflow)
     try:
+        if not check_only:  # an unwritable output location fails now, not after a night of training
+            tables.ensure_output_root(cfg)
         with job_timer.stage("events"):
             prepared = prepare_events(spark, cfg, max(dates))
         segments = select_segments(
@@ -318,7 +328,7 @@ def run_job(cfg: AppConfig, dates: Sequence[date], segment_names: str | None, re
                           history=(prepared.first_time, prepared.last_time)),
             segment_names,
         )
-    except (JobError, SegmentConfigError) as exc:
+    except (JobError, SegmentConfigError, EventSchemaError, TooManyRejectedError, tables.TableError) as exc:
         log.error("%s", exc)
         return 2
     if check_only:
@@ -336,7 +346,7 @@ def run_job(cfg: AppConfig, dates: Sequence[date], segment_names: str | None, re
             results = [run_segment(spark, cfg, s, prepared, run_date, retrain) for s in segments]
             write_runs(spark, cfg, results)
         all_results.extend(results)
-        print(f"\nNight {run_date}\n" + summary_table(results, uri), flush=True)
+        print(f"\nNight {run_date}\n" + summary_table(results, mask_uri(uri)), flush=True)
     tables.register_views(spark, cfg)
     prepared.events.unpersist()
     failed = [r for r in all_results if r.status == STATUS_FAILED]

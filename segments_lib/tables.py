@@ -8,6 +8,7 @@ Concurrent writers to disjoint partitions are retried on Delta's optimistic-conc
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
@@ -50,6 +51,18 @@ def output_path(cfg: AppConfig, table: str) -> Path:
     if table in ("", ".") or root not in candidate.parents:
         raise UnsafePathError(f"table name {table!r} would write outside the output location {root}")
     return candidate
+
+
+def ensure_output_root(cfg: AppConfig) -> Path:
+    """Create the output location if it is missing; one that cannot hold tables is a TableError naming it."""
+    root = cfg.output.root
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TableError(f"output location {root} (output.root in config) cannot be created: {exc}") from exc
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise TableError(f"output location {root} (output.root in config) is not writable by this user")
+    return root
 
 
 def quarantine_path(cfg: AppConfig) -> Path:
