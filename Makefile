@@ -7,7 +7,7 @@ RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP     := $(VENV)/.dev-installed
 DEMO_ARGS ?=
 
-.PHONY: install install-dev demo test lint clean
+.PHONY: install install-dev demo test lint clean package
 
 $(RUNTIME_STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ test: $(DEV_STAMP)
 
 lint: $(DEV_STAMP)
 	$(PY) -m ruff check .
+
+## segments_lib as a zip for spark-submit --py-files on a cluster.
+package: $(RUNTIME_STAMP)
+	mkdir -p dist
+	rm -f dist/segments_lib.zip
+	$(PY) -m zipfile -c dist/segments_lib.zip segments_lib
+	@echo "dist/segments_lib.zip"
 
 clean:
 	rm -rf workspace .pytest_cache spark-warehouse metastore_db derby.log
