@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,73 @@ def test_rest_client_reports_a_missing_model_as_an_http_error(tracking_server: s
 def test_overlay_uri_wins_over_the_embedded_store(tmp_path: Path) -> None:
     cfg = make_config(tmp_path, mlflow={"tracking_uri": "http://127.0.0.1:5999"})
     assert cfg.mlflow.tracking_uri == "http://127.0.0.1:5999"
+
+
+NIGHT = date(2026, 6, 1)
+TWO_SMALL_SEGMENTS = """
+segments:
+  - name: likely_to_purchase
+    kind: conversion
+    target: {occurs: {events: [Purchase Completed]}}
+    past_window: 14d
+    prediction_window: 7d
+    precision_level: medium
+    eligible: {active_in: 14d}
+    training: &small
+      snapshots: 2
+      stride: 7d
+      min_positives: 20
+      min_negatives: 20
+      gbt: {max_iter: 8, max_depth: 3}
+      search: [{max_depth: 3}]
+  - name: engagement_booster
+    kind: engagement
+    target: {occurs: {events: [Click Notification]}}
+    past_window: 14d
+    prediction_window: 7d
+    precision_level: low
+    eligible: {active_in: 14d}
+    training: *small
+"""
+
+
+@pytest.mark.slow
+def test_nightly_job_logs_runs_artifacts_and_champions_to_the_server(
+        spark, tracking_server: str, tmp_path: Path, restore_tracking_uri: None) -> None:
+    from segments_lib import tables
+    from segments_lib.demo import generate_events
+    from segments_lib.runner import run_job
+
+    segments_file = tmp_path / "segments.yaml"
+    segments_file.write_text(TWO_SMALL_SEGMENTS)
+    cfg = make_config(tmp_path / "ws", segments_file=str(segments_file), mlflow={"tracking_uri": tracking_server})
+    events = spark.createDataFrame(generate_events(users=1500, days=70, end_date=NIGHT, seed=11).to_pandas())
+    events.write.format("delta").partitionBy("event_date").save(str(cfg.events.path))
+
+    assert run_job(cfg, [NIGHT], None, "auto") == 0
+
+    night = {r.segment: r for r in tables.read_output(spark, cfg, tables.SEGMENT_RUNS).collect()}
+    rest = MlflowRest(tracking_server)
+    experiments = {e["name"]: e["experiment_id"] for e in rest.experiments()}
+    for segment in ("likely_to_purchase", "engagement_booster"):
+        assert night[segment].status in ("ok", "precision_unreachable"), night[segment].reason
+        runs = rest.runs([experiments[f"segments/{segment}"]])
+        assert len(runs) == 1
+        run = runs[0]
+        run_id = run["info"]["run_id"]
+        assert run_id == night[segment].mlflow_run_id
+        tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+        assert (tags["segment"], tags["run_date"], tags["promotion"]) == (segment, "2026-06-01", "champion")
+        metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+        assert 0.0 < metrics["auc_pr"] <= 1.0 and 0.0 < metrics["base_rate"] < 1.0
+        params = {p["key"]: p["value"] for p in run["data"]["params"]}
+        assert params["segment.prediction_window"] == "7d"
+        assert params["snapshot.calibration"].startswith("2026-05-25")
+        logged = {f["path"] for f in rest.artifacts(run_id)}
+        assert {"model", "threshold_curve.csv", "feature_importances.csv", "thresholds.json"} <= logged
+        name = f"segments_{segment}"
+        aliases = {a["alias"]: a["version"] for a in rest.registered_model(name)["aliases"]}
+        assert aliases == {"champion": "1", "challenger": "1"}
+        champion = rest.model_version_by_alias(name, "champion")
+        assert champion["run_id"] == run_id
+        assert str(night[segment].model_version) == champion["version"]
