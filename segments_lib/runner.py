@@ -299,6 +299,21 @@ def run_segment(spark: SparkSession, cfg: AppConfig, segment: SegmentDefinition,
         return failed_result(segment, run_date, exc, timer)
 
 
+def before_history(segment: SegmentDefinition, prepared: PreparedEvents, run_date: date):  # -> SegmentResult | None
+    """A `skipped` result for a night that starts before the first event (nothing to train on or score), else None."""
+    from segments_lib.eligibility import as_utc
+    from segments_lib.nightly import STATUS_SKIPPED, SegmentResult, snapshot_time
+
+    first = as_utc(prepared.first_time)
+    if first < as_utc(snapshot_time(run_date)):
+        return None
+    return SegmentResult(
+        segment=segment.name, run_date=run_date, status=STATUS_SKIPPED, precision_level=segment.level_name(),
+        events_version=prepared.version,
+        reason=f"run date {run_date} is before the events' history (first event {first:%Y-%m-%d %H:%M} UTC)",
+    )
+
+
 def run_job(cfg: AppConfig, dates: Sequence[date], segment_names: str | None, retrain: str,
             check_only: bool = False) -> int:
     """Run every night in `dates` for the chosen segments; print a summary; return the exit code."""
@@ -343,7 +358,8 @@ def run_job(cfg: AppConfig, dates: Sequence[date], segment_names: str | None, re
     all_results = []
     for run_date in dates:
         with job_timer.stage(f"night {run_date}"):
-            results = [run_segment(spark, cfg, s, prepared, run_date, retrain) for s in segments]
+            results = [before_history(s, prepared, run_date) or run_segment(spark, cfg, s, prepared, run_date, retrain)
+                       for s in segments]
             write_runs(spark, cfg, results)
         all_results.extend(results)
         print(f"\nNight {run_date}\n" + summary_table(results, mask_uri(uri)), flush=True)

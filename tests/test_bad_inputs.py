@@ -214,3 +214,19 @@ def test_output_location_under_a_regular_file_exits_2_naming_it(spark, tmp_path:
     cfg = make_config(tmp_path / "ws", segments_file=str(segments_file), output={"root": str(blocker / "tables")})
     write_events(spark, cfg, GOOD_ROWS)
     run_expecting(cfg, caplog, 2, f"output location {blocker / 'tables'} (output.root in config) cannot be created")
+
+
+SPREAD_ROWS = [("u1", "Open App", T - 60 * DAY, None), ("u1", "Purchase Completed", T - 2 * DAY, 12.5),
+               ("u2", "Open App", T - 5 * DAY, None)]
+
+
+def test_run_date_before_the_history_ends_with_a_status_not_a_crash(spark, tmp_path: Path, caplog) -> None:
+    cfg = job_config(tmp_path)
+    write_events(spark, cfg, SPREAD_ROWS)
+    early = date(2020, 1, 1)
+    with caplog.at_level(logging.INFO):
+        code = run_job(cfg, [early], None, "auto")
+    (run,) = spark.read.format("delta").load(str(cfg.output.root / "segment_runs")).collect()
+    assert (code, run.run_date, run.status, run.eligible_count) == (0, early, "skipped", 0), run.reason
+    assert run.reason == "run date 2020-01-01 is before the events' history (first event 2026-04-02 00:00 UTC)"
+    assert "Traceback" not in caplog.text
