@@ -43,13 +43,19 @@ def registered_model_name(cfg: MlflowConfig, segment: str) -> str:
 
 
 def ensure_experiment(cfg: MlflowConfig, segment: str) -> str:
-    """Experiment id for a segment, created with artifacts under the configured location if new."""
+    """Experiment id for a segment, created if new.
+
+    With the embedded store, artifacts go under the configured local folder; a tracking server keeps
+    its own artifact root (a local path there would land on the client's disk, not the server's).
+    """
     import mlflow
 
     name = experiment_name(cfg, segment)
     existing = mlflow.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
+    if cfg.tracking_uri.startswith(("http://", "https://", "databricks")):
+        return mlflow.create_experiment(name)
     location = (cfg.artifact_location / segment).resolve().as_uri()
     return mlflow.create_experiment(name, artifact_location=location)
 
