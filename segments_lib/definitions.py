@@ -131,7 +131,9 @@ class TrainingSettings:
     snapshots: int = 4
     stride: timedelta = timedelta(days=7)
     gbt: GbtParams = field(default_factory=GbtParams)
-    search: tuple[GbtParams, ...] = ()  # extra candidates for the time-based hyperparameter search
+    # Extra candidates for the time-based hyperparameter search; None: a small default grid around `gbt`,
+    # an empty tuple: no search (the configured `gbt` only, one fit).
+    search: tuple[GbtParams, ...] | None = None
     retrain_every: timedelta = timedelta(days=7)
     min_positives: int = 500
     min_negatives: int = 500

@@ -123,9 +123,10 @@ def default_search_grid(base: GbtParams) -> tuple[GbtParams, ...]:
 
 
 def search_candidates(settings: TrainingSettings) -> tuple[GbtParams, ...]:
-    if settings.search:
-        return tuple(dict.fromkeys((settings.gbt, *settings.search)))
-    return default_search_grid(settings.gbt)
+    """Configured params first; `search: []` means no search, an absent `search` the default grid."""
+    if settings.search is None:
+        return default_search_grid(settings.gbt)
+    return tuple(dict.fromkeys((settings.gbt, *settings.search)))
 
 
 @dataclass(frozen=True)

@@ -142,18 +142,16 @@ def scoring_model(cfg: AppConfig, segment: SegmentDefinition, run_date: date, tr
     return None
 
 
-def scoring_features(events: DataFrame, segment: SegmentDefinition, run_date: date,
+def scoring_features(events: DataFrame, segment: SegmentDefinition, as_of: datetime,
                      feature_columns: Sequence[str]) -> DataFrame:
-    """Eligible users at D with exactly the model's feature columns (user_id first)."""
+    """Eligible users at snapshot `as_of` with exactly the model's feature columns (user_id first)."""
     from pyspark.sql import functions as F
 
     from segments_lib.eligibility import eligible_population, snapshot_frame
     from segments_lib.feature_spec import feature_columns as spec_columns
     from segments_lib.feature_spec import feature_spec_for
     from segments_lib.features import build_features, event_profile
-    from segments_lib.nightly import snapshot_time
 
-    as_of = snapshot_time(run_date)
     history = events.where(F.col("event_time") < F.lit(as_of))
     event_counts, valued_events = event_profile(history)
     spec = feature_spec_for(segment, event_counts, valued_events)
@@ -209,7 +207,9 @@ def run_segment(spark: SparkSession, cfg: AppConfig, segment: SegmentDefinition,
     """One segment's night. Any exception becomes a `failed` status; the other segments go on."""
     import mlflow.spark
 
-    from segments_lib import tracking
+    from segments_lib import night_checks, tracking
+    from segments_lib.monitoring import retrain_triggers
+    from segments_lib.monitoring_stability import membership_churn
     from segments_lib.nightly import (
         STATUS_OK,
         STATUS_SKIPPED,
@@ -217,6 +217,7 @@ def run_segment(spark: SparkSession, cfg: AppConfig, segment: SegmentDefinition,
         SegmentResult,
         count_members,
         failed_result,
+        snapshot_time,
     )
     from segments_lib.scoring import ScoringContext, level_thresholds, membership_rows
     from segments_lib.training import STATUS_SKIPPED as TRAINING_SKIPPED
@@ -228,8 +229,11 @@ def run_segment(spark: SparkSession, cfg: AppConfig, segment: SegmentDefinition,
     try:
         with timer.stage("champion"):
             champion = tracking.load_champion(cfg.mlflow, segment.name)
+            previous = night_checks.last_night(spark, cfg, segment.name, run_date)
+        triggers = retrain_triggers(previous.score_psi, cfg.nightly.score_psi_retrain, previous.precision_flag,
+                                    cfg.nightly.backtest_flag_nights)
         why = retrain_decision(champion.trained_run_date if champion else None, run_date,
-                               segment.training.retrain_every.days, retrain)
+                               segment.training.retrain_every.days, retrain, triggers)
         trained_version: str | None = None
         if why is not None:
             log.info("[%s %s] training: %s", segment.name, run_date, why)
@@ -256,11 +260,14 @@ def run_segment(spark: SparkSession, cfg: AppConfig, segment: SegmentDefinition,
             model_version=int(model.version), mlflow_run_id=model.run_id, control_share=cfg.nightly.control_share,
         )
         with timer.stage("features"):
-            features = scoring_features(prepared.events, segment, run_date, model.feature_columns)
+            features = scoring_features(prepared.events, segment, snapshot_time(run_date),
+                                        model.feature_columns).persist()
         with timer.stage("score"):
-            scored = (mlflow.spark.load_model(model.model_uri).transform(features)
-                      .select("user_id", "score").persist())
+            pipeline = mlflow.spark.load_model(model.model_uri)
+            scored = pipeline.transform(features).select("user_id", "score").persist()
             membership = membership_rows(scored, ctx)
+        with timer.stage("stability"):
+            before = night_checks.previous_membership(spark, cfg, segment.name, run_date)
         with timer.stage("write membership"):
             tables.write_output(
                 membership, cfg, tables.SEGMENT_MEMBERSHIP, {"segment": segment.name, "run_date": run_date},
@@ -273,11 +280,25 @@ def run_segment(spark: SparkSession, cfg: AppConfig, segment: SegmentDefinition,
                                 {"segment": segment.name, "run_date": run_date}, partition_by=("run_date",),
                                 description="Held-out precision/recall/size curve of the scoring model.")
         written = tables.read_output(spark, cfg, tables.SEGMENT_MEMBERSHIP)
-        counts = count_members(
-            written.where((written.segment == segment.name) & (written.run_date == run_date)),
-            [lv for lv in ("high", "medium", "low") if lv in cfg.precision_levels],
-        )
+        tonight = written.where((written.segment == segment.name) & (written.run_date == run_date))
+        counts = count_members(tonight, [lv for lv in ("high", "medium", "low") if lv in cfg.precision_levels])
+        if before is not None:  # the first night has nothing to churn against: left null
+            with timer.stage("stability"):
+                churn = membership_churn(before, tonight)
+                result.membership_entered, result.membership_exited = churn.entered, churn.exited
+                result.membership_jaccard = churn.jaccard
+        if model.trained_run_date is not None:
+            with timer.stage("drift"):
+                baseline = scoring_features(prepared.events, segment,
+                                            night_checks.holdout_snapshot(model.trained_run_date, segment),
+                                            model.feature_columns)
+                watched = night_checks.drift_columns(model.run_id, list(model.feature_columns))
+                drifted = night_checks.drift(pipeline, baseline, features, scored, watched)
+                result.score_psi, result.top_drifting_features = drifted.score_psi, drifted.top_features
+        with timer.stage("backtest"):
+            result.precision_flag = night_checks.write_backtest(spark, cfg, prepared.events, segment, run_date)
         scored.unpersist()
+        features.unpersist()
         result.eligible_count, result.member_count = counts["eligible"], counts["members"]
         result.control_count = counts["control"]
         result.members_by_level = {lv: counts[lv] for lv in ("high", "medium", "low") if lv in counts}

@@ -275,7 +275,7 @@ def _training(node: _Node) -> TrainingSettings:
     node.mapping("training")
     base = TrainingSettings()
     gbt = _gbt(node.child("gbt"), base.gbt) if node.has("gbt") else base.gbt
-    search: tuple[GbtParams, ...] = ()
+    search: tuple[GbtParams, ...] | None = None
     if node.has("search"):
         search_node = node.child("search")
         if not isinstance(search_node.value, list):
