@@ -1,0 +1,278 @@
+"""Faults survived: a real SIGKILL mid-write and mid-night, two concurrent writers, a lost tracking store.
+
+The jobs run as real subprocesses (`python -m jobs.nightly --conf overlay.yaml`) killed with SIGKILL on
+their whole process group (Python driver and its Spark JVM), the way a lost node dies. One small demo
+workspace is prepared per module and a first clean night trains the champions the later nights use.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from segments_lib import tables
+from segments_lib.config import AppConfig, load_config
+from segments_lib.runner import run_job
+from tests.conftest import TEST_SPARK_CONF
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+FIRST_NIGHT = date(2026, 6, 1)
+EVENTS_END = FIRST_NIGHT + timedelta(days=10)  # events after the first night, so later nights have labels
+KILL_NIGHT = FIRST_NIGHT + timedelta(days=1)
+CONCURRENT_NIGHT = FIRST_NIGHT + timedelta(days=2)
+RETRAIN_NIGHT = FIRST_NIGHT + timedelta(days=7)  # champion is 7 days old: retraining is due
+PURCHASE, ENGAGEMENT = "likely_to_purchase", "engagement_booster"
+SUBPROCESS_TIMEOUT_S = 900
+
+SEGMENTS = """
+segments:
+  - name: likely_to_purchase
+    kind: conversion
+    target: {occurs: {events: [Purchase Completed]}}
+    past_window: 14d
+    prediction_window: 7d
+    precision_level: medium
+    eligible: {active_in: 14d}
+    training: &small
+      snapshots: 2
+      stride: 7d
+      min_positives: 10
+      min_negatives: 10
+      gbt: {max_iter: 5, max_depth: 3}
+      search: [{max_depth: 3}]
+  - name: engagement_booster
+    kind: engagement
+    target: {occurs: {events: [Click Notification]}}
+    past_window: 14d
+    prediction_window: 7d
+    precision_level: low
+    eligible: {active_in: 14d}
+    training: *small
+"""
+
+
+@dataclass(frozen=True)
+class Workspace:
+    cfg: AppConfig
+    overlay: Path
+    clean_copy: Path  # the workspace as it stood after the first clean night
+
+
+def overlay_for(workspace: Path, segments_file: Path) -> dict:
+    return {
+        "workspace": str(workspace),
+        "segments_file": str(segments_file),
+        # A nested output root that does not exist yet: the first night must create it.
+        "output": {"root": "out/tables"},
+        "mlflow": {"tracking_uri": f"sqlite:///{workspace / 'mlflow' / 'mlflow.db'}"},
+        "spark": {"master": "local[1]", "conf": {**TEST_SPARK_CONF, "spark.driver.memory": "1g"}},
+    }
+
+
+@pytest.fixture(scope="module")
+def workspace(spark, tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    from segments_lib.demo import generate_events
+
+    root = tmp_path_factory.mktemp("faults")
+    segments_file = root / "segments.yaml"
+    segments_file.write_text(SEGMENTS)
+    overlay = root / "overlay.yaml"
+    overlay.write_text(yaml.safe_dump(overlay_for(root / "ws", segments_file)))
+    cfg = load_config(str(overlay))
+    assert not cfg.output.root.exists()
+    events = generate_events(users=500, days=60, end_date=EVENTS_END, seed=11)
+    (spark.createDataFrame(events.to_pandas()).write.format("delta").mode("overwrite")
+     .partitionBy("event_date").save(str(cfg.events.path)))
+    assert run_job(cfg, [FIRST_NIGHT], None, "auto") == 0
+    assert cfg.output.root.is_dir()
+    clean_copy = root / "clean_copy"
+    shutil.copytree(root / "ws", clean_copy)
+    return Workspace(cfg, overlay, clean_copy)
+
+
+def job_command(overlay: Path, run_date: date, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "jobs.nightly", "--conf", str(overlay), "--date", run_date.isoformat(), *extra]
+
+
+def job_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SEGMENTS_WORKSPACE")}
+    env["PYSPARK_PYTHON"] = sys.executable
+    return env
+
+
+def start_job(overlay: Path, run_date: date, *extra: str) -> subprocess.Popen:
+    # Own process group: the kill takes the Spark JVM down with the Python driver, as a crashed node would.
+    return subprocess.Popen(job_command(overlay, run_date, *extra), cwd=PROJECT_ROOT, env=job_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def kill_when_logged(job: subprocess.Popen, marker: str) -> list[str]:
+    """SIGKILL the job's process group the moment `marker` appears on its stderr; the lines read so far."""
+    seen: list[str] = []
+    deadline = time.monotonic() + SUBPROCESS_TIMEOUT_S
+    for line in job.stderr:
+        seen.append(line)
+        if marker in line:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait(timeout=60)
+            return seen
+        if time.monotonic() > deadline:
+            break
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait(timeout=60)
+    raise AssertionError(f"job ended (exit {job.returncode}) before logging {marker!r}:\n{''.join(seen[-40:])}")
+
+
+def table_rows(spark, cfg: AppConfig, table: str) -> list[tuple]:
+    frame = tables.read_output(spark, cfg, table)
+    assert frame is not None, f"{table} was never written"
+    return sorted((tuple(r) for r in frame.collect()), key=repr)
+
+
+def runs_rows(spark, cfg: AppConfig, segment: str, run_date: date) -> list:
+    runs = tables.read_output(spark, cfg, tables.SEGMENT_RUNS)
+    return runs.where(f"segment = '{segment}' AND run_date = DATE'{run_date}'").collect()
+
+
+def membership_slice(rows: list[tuple], segment: str, run_date: date) -> list[tuple]:
+    return [r for r in rows if r[0] == run_date and r[1] == segment]
+
+
+@pytest.mark.slow
+def test_sigkill_during_membership_write_leaves_old_or_new_table_and_rerun_matches_clean(
+        spark, workspace: Workspace) -> None:
+    cfg = workspace.cfg
+    before = table_rows(spark, cfg, tables.SEGMENT_MEMBERSHIP)
+    assert {(r[0], r[1]) for r in before} == {(FIRST_NIGHT, PURCHASE), (FIRST_NIGHT, ENGAGEMENT)}
+
+    job = start_job(workspace.overlay, KILL_NIGHT, "--retrain", "never")
+    kill_when_logged(job, f"▶ [{PURCHASE} {KILL_NIGHT}] write membership")
+    assert job.returncode == -signal.SIGKILL
+    after_kill = table_rows(spark, cfg, tables.SEGMENT_MEMBERSHIP)
+
+    # The reference: the same night run cleanly on a copy of the workspace as it stood before the kill.
+    clean_cfg = load_config(None, overrides={**overlay_for(workspace.clean_copy, Path(cfg.segments_file))})
+    assert run_job(clean_cfg, [KILL_NIGHT], None, "never") == 0
+    clean = table_rows(spark, clean_cfg, tables.SEGMENT_MEMBERSHIP)
+    clean_night = membership_slice(clean, PURCHASE, KILL_NIGHT)
+    assert clean_night, "the clean run scored nobody: the test would prove nothing"
+
+    # Delta commits atomically: the killed job's night is either absent or complete, never partial.
+    assert after_kill in (before, sorted(before + clean_night, key=repr))
+
+    assert run_job(cfg, [KILL_NIGHT], None, "never") == 0
+    assert table_rows(spark, cfg, tables.SEGMENT_MEMBERSHIP) == clean
+    assert len(runs_rows(spark, cfg, PURCHASE, KILL_NIGHT)) == 1
+
+
+@pytest.mark.slow
+def test_two_concurrent_nightly_runs_for_different_segments_both_succeed_and_lose_nothing(
+        spark, workspace: Workspace) -> None:
+    cfg = workspace.cfg
+    before = table_rows(spark, cfg, tables.SEGMENT_MEMBERSHIP)
+    jobs = {name: start_job(workspace.overlay, CONCURRENT_NIGHT, "--segments", name, "--retrain", "never")
+            for name in (PURCHASE, ENGAGEMENT)}
+    outputs = {name: job.communicate(timeout=SUBPROCESS_TIMEOUT_S) for name, job in jobs.items()}
+    for name, job in jobs.items():
+        assert job.returncode == 0, f"{name} exited {job.returncode}:\n{outputs[name][1][-4000:]}"
+
+    after = table_rows(spark, cfg, tables.SEGMENT_MEMBERSHIP)
+    assert [r for r in after if r[0] != CONCURRENT_NIGHT] == [r for r in before if r[0] != CONCURRENT_NIGHT]
+    for name in (PURCHASE, ENGAGEMENT):
+        (run,) = runs_rows(spark, cfg, name, CONCURRENT_NIGHT)
+        rows = membership_slice(after, name, CONCURRENT_NIGHT)
+        assert run.status in ("ok", "precision_unreachable"), run.reason
+        assert len(rows) == run.eligible_count > 0
+        assert len({r[2] for r in rows}) == len(rows)  # one row per user
+    thresholds = tables.read_output(spark, cfg, tables.SEGMENT_THRESHOLDS)
+    assert {r.segment for r in thresholds.where(f"run_date = DATE'{CONCURRENT_NIGHT}'").collect()} == {
+        PURCHASE, ENGAGEMENT}
+    # Logs and summaries never print user-level rows: no user id of tonight's membership appears in them.
+    printed = "".join(out + err for out, err in outputs.values())
+    assert not {r[2] for r in after if r[0] == CONCURRENT_NIGHT} & set(re.findall(r"u\d{6}", printed))
+    retried = sum(err.count("concurrent Delta commit") for _, err in outputs.values())
+    print(f"concurrent writers: {retried} Delta conflict(s) retried")
+
+
+def model_versions(cfg: AppConfig, segment: str) -> list[str]:
+    import mlflow
+
+    from segments_lib.tracking import configure_mlflow, registered_model_name
+
+    configure_mlflow(cfg.mlflow)
+    found = mlflow.MlflowClient().search_model_versions(f"name = '{registered_model_name(cfg.mlflow, segment)}'")
+    return sorted(v.version for v in found)
+
+
+@pytest.mark.slow
+def test_sigkill_after_training_before_scoring_then_rerun_registers_nothing_twice(
+        spark, workspace: Workspace) -> None:
+    cfg = workspace.cfg
+    versions_before = model_versions(cfg, PURCHASE)
+    job = start_job(workspace.overlay, RETRAIN_NIGHT, "--segments", PURCHASE, "--retrain", "auto")
+    seen = kill_when_logged(job, f"✔ [{PURCHASE}] mlflow")
+    assert not any("write membership" in line for line in seen)
+    versions_after_kill = model_versions(cfg, PURCHASE)
+    assert len(versions_after_kill) == len(versions_before) + 1
+
+    assert run_job(cfg, [RETRAIN_NIGHT], PURCHASE, "auto") == 0
+    assert model_versions(cfg, PURCHASE) == versions_after_kill  # the killed night's run was reused
+    (run,) = runs_rows(spark, cfg, PURCHASE, RETRAIN_NIGHT)
+    assert run.status in ("ok", "precision_unreachable"), run.reason
+    members = tables.read_output(spark, cfg, tables.SEGMENT_MEMBERSHIP).where(
+        f"segment = '{PURCHASE}' AND run_date = DATE'{RETRAIN_NIGHT}'")
+    assert members.count() == members.select("user_id").distinct().count() == run.eligible_count > 0
+
+
+@pytest.mark.slow
+def test_no_eligible_user_at_the_snapshot_ends_with_a_status_not_a_crash(spark, workspace: Workspace) -> None:
+    quiet_night = EVENTS_END + timedelta(days=30)  # nobody active in the 14 days before it
+    code = run_job(workspace.cfg, [quiet_night], PURCHASE, "never")
+    (run,) = runs_rows(spark, workspace.cfg, PURCHASE, quiet_night)
+    assert (code, run.eligible_count, run.member_count) == (0, 0, 0), run.reason
+    assert run.status in ("skipped", "ok", "precision_unreachable")
+    members = tables.read_output(spark, workspace.cfg, tables.SEGMENT_MEMBERSHIP)
+    assert members.where(f"run_date = DATE'{quiet_night}'").count() == 0
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # released on close: nothing listens there
+
+
+def test_unreachable_tracking_store_fails_fast_without_writing_membership(tmp_path: Path, caplog, capsys) -> None:
+    uri = f"http://analyst:s3cr3t-pw@127.0.0.1:{closed_port()}"
+    cfg = load_config(None, overrides={"workspace": str(tmp_path / "ws"), "mlflow": {"tracking_uri": uri},
+                                       "spark": {"master": "local[1]", "conf": TEST_SPARK_CONF}})
+    started = time.monotonic()
+    with caplog.at_level("INFO"):
+        code = run_job(cfg, [FIRST_NIGHT], None, "auto")
+    elapsed = time.monotonic() - started
+    assert code == 2
+    assert elapsed < 30, f"took {elapsed:.0f}s to give up on the tracking store"
+    assert "MLflow tracking store is unreachable at http://analyst:***@127.0.0.1" in caplog.text
+    assert "no membership was written" in caplog.text
+    assert "s3cr3t-pw" not in caplog.text + "".join(capsys.readouterr())
+    assert not cfg.output.root.exists()
+
+
+def test_score_with_last_champion_is_refused_clearly_when_the_store_is_unreachable(tmp_path: Path, caplog) -> None:
+    cfg = load_config(None, overrides={"workspace": str(tmp_path / "ws"),
+                                       "mlflow": {"tracking_uri": f"http://127.0.0.1:{closed_port()}",
+                                                  "on_unreachable": "score_with_last_champion"}})
+    assert run_job(cfg, [FIRST_NIGHT], None, "auto") == 2
+    assert "on_unreachable: score_with_last_champion is not supported" in caplog.text
+    assert not cfg.output.root.exists()
