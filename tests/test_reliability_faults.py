@@ -247,6 +247,23 @@ def test_no_eligible_user_at_the_snapshot_ends_with_a_status_not_a_crash(spark, 
     assert members.where(f"run_date = DATE'{quiet_night}'").count() == 0
 
 
+@pytest.mark.slow
+def test_sigkill_during_the_backtest_then_rerun_duplicates_nothing(spark, workspace: Workspace) -> None:
+    # RETRAIN_NIGHT's backtest judges FIRST_NIGHT's membership (prediction window 7d has closed).
+    cfg = workspace.cfg
+    versions_before = model_versions(cfg, PURCHASE)
+    job = start_job(workspace.overlay, RETRAIN_NIGHT, "--segments", PURCHASE, "--retrain", "never")
+    kill_when_logged(job, f"▶ [{PURCHASE} {RETRAIN_NIGHT}] backtest")
+
+    assert run_job(cfg, [RETRAIN_NIGHT], PURCHASE, "never") == 0
+    assert model_versions(cfg, PURCHASE) == versions_before
+    assert len(runs_rows(spark, cfg, PURCHASE, RETRAIN_NIGHT)) == 1
+    ledger = tables.read_output(spark, cfg, tables.SEGMENT_BACKTEST).where(
+        f"segment = '{PURCHASE}' AND scored_date = DATE'{FIRST_NIGHT}'")
+    levels = [r.level for r in ledger.collect()]
+    assert levels and len(levels) == len(set(levels))  # one ledger row per level, not two
+
+
 def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
