@@ -38,6 +38,23 @@ def make_config(workspace: Path, **overrides: object) -> AppConfig:
     return load_config(None, overrides=merged)
 
 
+_SESSION_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+
+
+@pytest.fixture(autouse=True)
+def _reset_tracking_uri_env():
+    """After every test, MLFLOW_TRACKING_URI is what the session started with.
+
+    mlflow.set_tracking_uri exports the URI into os.environ; left there, a later test's subprocess job
+    would inherit an earlier test's store (a stopped server, say) instead of its own workspace's.
+    """
+    yield
+    if _SESSION_TRACKING_URI is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = _SESSION_TRACKING_URI
+
+
 @pytest.fixture(scope="session")
 def session_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("workspace")
