@@ -115,6 +115,15 @@ class Eligibility:
     not_done: tuple[str, ...] = ()
     lookback: timedelta | None = None  # has_done / not_done window; None means ever before T
 
+    def describe(self) -> str:
+        """'active_in 14d, has_done [Purchase Completed]' — how a log line or status reason names it."""
+        parts = [f"active_in {format_duration(self.active_in)}"] if self.active_in is not None else []
+        parts += [f"{key} [{', '.join(events)}]" for key, events in (("has_done", self.has_done),
+                                                                    ("not_done", self.not_done)) if events]
+        if self.lookback is not None and (self.has_done or self.not_done):
+            parts.append(f"lookback {format_duration(self.lookback)}")
+        return ", ".join(parts) or "every user seen before the snapshot"
+
 
 @dataclass(frozen=True)
 class GbtParams:
@@ -124,6 +133,9 @@ class GbtParams:
     subsampling_rate: float = 0.8
     min_instances_per_node: int = 20
     max_bins: int = 32
+    # Features each tree node considers: Spark's featureSubsetStrategy ("all", "onethird", "sqrt",
+    # "log2" or a fraction in (0, 1]). Fewer per node means proportionally less histogram work per tree.
+    feature_subset: str = "all"
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,7 @@ def build_pipeline(feature_cols: list[str], params: GbtParams, seed: int) -> Pip
         subsamplingRate=params.subsampling_rate,
         minInstancesPerNode=params.min_instances_per_node,
         maxBins=params.max_bins,
+        featureSubsetStrategy=params.feature_subset,
     )
     return Pipeline(stages=[
         SQLTransformer(statement=never_fill_statement(feature_cols)),

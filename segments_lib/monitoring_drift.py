@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from pyspark.sql import Column, DataFrame
@@ -78,32 +79,56 @@ def _histograms(row: dict, columns: Sequence[str], cuts: Sequence[list[float]]) 
     ]
 
 
-def feature_psi(baseline: DataFrame, current: DataFrame, columns: Sequence[str], bins: int = 10,
-                relative_error: float = DEFAULT_RELATIVE_ERROR) -> list[tuple[str, float]]:
-    """PSI of each column, current against baseline, in the order of `columns`.
+def psi_baseline(baseline: DataFrame, columns: Sequence[str], bins: int = 10,
+                 relative_error: float = DEFAULT_RELATIVE_ERROR) -> dict[str, Any]:
+    """The expected side of PSI, small enough to store with a model: each column's cut points and counts.
 
-    Three Spark jobs however many columns: one `approxQuantile` over the baseline for every column,
-    then one aggregation per frame counting rows per (column, bin). A column with no non-null
-    baseline values has a single value bin beside the null bin. PSI is NaN when a frame is empty.
+    Two Spark jobs however many columns: one `approxQuantile` for every column, then one aggregation
+    counting rows per (column, bin). A column with no non-null values has a single value bin beside
+    the null bin. Training stores this as `drift_baseline.json`, so a night compares against it
+    without rebuilding the holdout snapshot's features.
     """
     columns = list(columns)
+    _check_columns(baseline, columns, "baseline")
     if not columns:
-        return []
-    for frame, what in ((baseline, "baseline"), (current, "current")):
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:
-            raise ValueError(f"feature_psi: {what} frame lacks column(s) {missing}")
-    types = dict((f.name, f.dataType) for f in baseline.schema.fields)
-    not_numeric = [c for c in columns if not isinstance(types[c], NumericType)]
-    if not_numeric:
-        raise ValueError(f"feature_psi: column(s) {not_numeric} are not numeric; PSI needs numbers")
-
+        return {"bins": bins, "columns": {}}
     quantiles = baseline.approxQuantile(columns, _probabilities(bins), relative_error)
     cuts = [_cut_points(q) for q in quantiles]
-    aggregates = _histogram_aggregates(columns, cuts)
-    expected = _histograms(baseline.agg(*aggregates).first().asDict(), columns, cuts)
-    actual = _histograms(current.agg(*aggregates).first().asDict(), columns, cuts)
-    return [(name, psi_from_counts(e, a)) for name, e, a in zip(columns, expected, actual, strict=True)]
+    counts = _histograms(baseline.agg(*_histogram_aggregates(columns, cuts)).first().asDict(), columns, cuts)
+    return {"bins": bins, "columns": {name: {"cuts": column_cuts, "counts": column_counts}
+                                      for name, column_cuts, column_counts in zip(columns, cuts, counts, strict=True)}}
+
+
+def psi_against(baseline: dict[str, Any], current: DataFrame, columns: Sequence[str] | None = None
+                ) -> list[tuple[str, float]]:
+    """PSI of each baseline column (or of `columns`, a subset) in `current`: one aggregation over `current`."""
+    stored = baseline["columns"]
+    columns = list(stored) if columns is None else list(columns)
+    unknown = [c for c in columns if c not in stored]
+    if unknown:
+        raise ValueError(f"psi_against: the baseline has no column(s) {unknown}; it has {sorted(stored)}")
+    _check_columns(current, columns, "current")
+    if not columns:
+        return []
+    cuts = [list(stored[c]["cuts"]) for c in columns]
+    actual = _histograms(current.agg(*_histogram_aggregates(columns, cuts)).first().asDict(), columns, cuts)
+    return [(name, psi_from_counts(stored[name]["counts"], a)) for name, a in zip(columns, actual, strict=True)]
+
+
+def _check_columns(frame: DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"PSI: {what} frame lacks column(s) {missing}")
+    types = dict((f.name, f.dataType) for f in frame.schema.fields)
+    not_numeric = [c for c in columns if not isinstance(types[c], NumericType)]
+    if not_numeric:
+        raise ValueError(f"PSI: column(s) {not_numeric} are not numeric; PSI needs numbers")
+
+
+def feature_psi(baseline: DataFrame, current: DataFrame, columns: Sequence[str], bins: int = 10,
+                relative_error: float = DEFAULT_RELATIVE_ERROR) -> list[tuple[str, float]]:
+    """PSI of each column, current against baseline, in the order of `columns`. NaN when a frame is empty."""
+    return psi_against(psi_baseline(baseline, columns, bins, relative_error), current, columns)
 
 
 def psi(expected: DataFrame | Sequence[float] | np.ndarray, actual: DataFrame | Sequence[float] | np.ndarray,

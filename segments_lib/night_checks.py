@@ -7,8 +7,9 @@ Each function reads what earlier nights wrote (through tables.py) and returns sm
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -76,46 +77,65 @@ def write_backtest(spark: SparkSession, cfg: AppConfig, events: DataFrame, segme
 class Drift:
     score_psi: float | None
     top_features: str
+    feature_psis: tuple[tuple[str, float], ...] = ()
 
 
-def drift(model, baseline_features: DataFrame, current_features: DataFrame, current_scored: DataFrame,
-          feature_columns: list[str]) -> Drift:
-    """PSI of every feature and of the score: the model's holdout snapshot against tonight's users."""
-    from segments_lib.monitoring_drift import feature_psi, psi, top_drifting
-
-    if baseline_features.limit(1).count() == 0:
-        return Drift(None, "")
-    features = feature_psi(baseline_features, current_features, feature_columns)
-    baseline_scored = model.transform(baseline_features).select("score")
-    return Drift(psi(baseline_scored, current_scored.select("score")), top_drifting(features))
+DRIFT_BASELINE = "drift_baseline.json"
 
 
-DRIFT_FEATURES = 20
+def drift(run_id: str, current_features: DataFrame, current_scored: DataFrame) -> Drift:
+    """PSI of the model's most important features and of the score: its holdout snapshot against tonight.
 
-
-def drift_columns(run_id: str, feature_columns: list[str], limit: int = DRIFT_FEATURES) -> list[str]:
-    """The model's most important features (from its run's importance CSV): the ones whose drift matters.
-
-    PSI over every column costs one histogram per column and bin in a single aggregation; past a few
-    hundred aggregates Spark stops generating code for it, so the nightly check watches the top ones.
+    The holdout side was stored by training (`drift_baseline.json`), so a night costs two small
+    aggregations over frames it already holds, not a second feature pass.
     """
-    import mlflow
-    import pandas as pd
+    from segments_lib.monitoring_drift import psi_against, top_drifting
+    from segments_lib.runner import run_artifact_json
 
     try:
-        ranked = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run_id,
-                                                                 artifact_path="feature_importances.csv"))
-    except Exception as exc:  # an older run without the CSV: fall back to the first columns
-        log.warning("run %s has no feature_importances.csv (%s); drift watches the first %d features",
-                    run_id, exc, limit)
-        return feature_columns[:limit]
-    known = set(feature_columns)
-    return [name for name in ranked["feature"] if name in known][:limit]
+        baseline = run_artifact_json(run_id, DRIFT_BASELINE)
+    except Exception as exc:  # a run logged before baselines existed: no drift rather than a failed night
+        log.warning("run %s has no %s (%s); drift not computed", run_id, DRIFT_BASELINE, exc)
+        return Drift(None, "")
+    features = [c for c in baseline["columns"] if c != SCORE_COLUMN]
+    feature_psis = psi_against(baseline, current_features, features)
+    (_, score_psi), = psi_against(baseline, current_scored, [SCORE_COLUMN])
+    return Drift(None if math.isnan(score_psi) else score_psi, top_drifting(feature_psis), tuple(feature_psis))
 
 
-def holdout_snapshot(trained_run_date: date, segment: SegmentDefinition) -> datetime:
-    """The calibration snapshot the scoring model was judged on: its run date minus the label horizon."""
-    return datetime(trained_run_date.year, trained_run_date.month, trained_run_date.day) - segment.horizon
+SCORE_COLUMN = "score"
+
+
+DRIFT_SCHEMA = ("run_date date, segment string, model_version int, column_name string, is_score boolean, "
+                "psi double, drift_rank int")
+
+
+def drift_rows(spark: SparkSession, segment: str, run_date: date, model_version: int, result: Drift) -> DataFrame:
+    """`segment_drift` rows: the score and every watched feature, ranked by PSI (1 = drifted most)."""
+    ranked = sorted(result.feature_psis, key=lambda item: (math.isnan(item[1]), -item[1], item[0]))
+    rows = [(run_date, segment, model_version, name, False, None if math.isnan(value) else value, rank)
+            for rank, (name, value) in enumerate(ranked, start=1)]
+    if result.score_psi is not None:
+        rows.insert(0, (run_date, segment, model_version, SCORE_COLUMN, True, result.score_psi, None))
+    return spark.createDataFrame(rows, DRIFT_SCHEMA)
+
+
+def log_drift(run_id: str, run_date: date, result: Drift, top: int = 5) -> None:
+    """Tonight's score PSI and top drifting features as metrics of the model's run, one step per night.
+
+    Stepping by the run date's ordinal makes the MLflow UI plot drift over the model's nights.
+    """
+    import mlflow
+
+    if result.score_psi is None:
+        return
+    moment = int(datetime(run_date.year, run_date.month, run_date.day, tzinfo=timezone.utc).timestamp() * 1000)
+    finite = [(name, value) for name, value in result.feature_psis if not math.isnan(value)]
+    ranked = sorted(finite, key=lambda item: (-item[1], item[0]))[:top]
+    metrics = [("drift.score_psi", result.score_psi)] + [(f"drift.psi.{name}", value) for name, value in ranked]
+    client = mlflow.MlflowClient()
+    for key, value in metrics:
+        client.log_metric(run_id, key, value, timestamp=moment, step=run_date.toordinal())
 
 
 def previous_membership(spark: SparkSession, cfg: AppConfig, segment: str, run_date: date) -> DataFrame | None:

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 STATUS_OK = "ok"
 STATUS_SKIPPED = "skipped"
 STATUS_UNREACHABLE = "precision_unreachable"
+STATUS_NO_ELIGIBLE = "no_eligible_users"
 STATUS_FAILED = "failed"
 RETRAIN_MODES = ("auto", "always", "never")
 

@@ -211,6 +211,7 @@ def run_segment(spark: SparkSession, cfg: AppConfig, segment: SegmentDefinition,
     from segments_lib.monitoring import retrain_triggers
     from segments_lib.monitoring_stability import membership_churn
     from segments_lib.nightly import (
+        STATUS_NO_ELIGIBLE,
         STATUS_OK,
         STATUS_SKIPPED,
         STATUS_UNREACHABLE,
@@ -287,14 +288,14 @@ def run_segment(spark: SparkSession, cfg: AppConfig, segment: SegmentDefinition,
                 churn = membership_churn(before, tonight)
                 result.membership_entered, result.membership_exited = churn.entered, churn.exited
                 result.membership_jaccard = churn.jaccard
-        if model.trained_run_date is not None:
-            with timer.stage("drift"):
-                baseline = scoring_features(prepared.events, segment,
-                                            night_checks.holdout_snapshot(model.trained_run_date, segment),
-                                            model.feature_columns)
-                watched = night_checks.drift_columns(model.run_id, list(model.feature_columns))
-                drifted = night_checks.drift(pipeline, baseline, features, scored, watched)
-                result.score_psi, result.top_drifting_features = drifted.score_psi, drifted.top_features
+        with timer.stage("drift"):
+            drifted = night_checks.drift(model.run_id, features, scored)
+            night_checks.log_drift(model.run_id, run_date, drifted)
+            result.score_psi, result.top_drifting_features = drifted.score_psi, drifted.top_features
+            tables.write_output(
+                night_checks.drift_rows(spark, segment.name, run_date, int(model.version), drifted), cfg,
+                tables.SEGMENT_DRIFT, {"segment": segment.name, "run_date": run_date}, partition_by=("run_date",),
+                description="PSI of the score and the model's top features: holdout snapshot vs tonight.")
         with timer.stage("backtest"):
             result.precision_flag = night_checks.write_backtest(spark, cfg, prepared.events, segment, run_date)
         scored.unpersist()
@@ -307,7 +308,12 @@ def run_segment(spark: SparkSession, cfg: AppConfig, segment: SegmentDefinition,
         result.model_name, result.model_version, result.mlflow_run_id = (
             model.model_name, int(model.version), model.run_id)
         result.holdout_auc_pr = model.holdout_auc_pr
-        if result.threshold is None:
+        if counts["eligible"] == 0:
+            # Not an error (a campaign's population can empty out), but not "ok" either: BI shows no rows.
+            result.status = STATUS_NO_ELIGIBLE
+            result.reason = (f"no user is in the eligible population at {run_date} "
+                             f"(eligible: {segment.eligible.describe()}); the membership slice is empty")
+        elif result.threshold is None:
             result.status = STATUS_UNREACHABLE
             result.reason = (f"no threshold reaches precision {levels[segment.level_name()]:.2f} with "
                              f"{cfg.nightly.confidence:.0%} confidence on the holdout; membership at this level "

@@ -259,6 +259,8 @@ def _gbt(node: _Node, defaults: GbtParams) -> GbtParams:
     for f in fields(GbtParams):
         if not node.has(f.name):
             values[f.name] = getattr(defaults, f.name)
+        elif f.name == "feature_subset":
+            values[f.name] = _feature_subset(node.child(f.name))
         elif f.name in ("step_size", "subsampling_rate"):
             value = _number(node.child(f.name))
             if not 0 < value <= 1:
@@ -267,6 +269,19 @@ def _gbt(node: _Node, defaults: GbtParams) -> GbtParams:
         else:
             values[f.name] = _int(node.child(f.name), 2 if f.name == "max_bins" else 1)
     return GbtParams(**values)
+
+
+FEATURE_SUBSETS = ("all", "onethird", "sqrt", "log2")
+
+
+def _feature_subset(node: _Node) -> str:
+    value = node.value
+    if isinstance(value, str) and value in FEATURE_SUBSETS:
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1:
+        return repr(float(value))
+    raise node.fail(f"must be one of {', '.join(FEATURE_SUBSETS)} or a fraction in (0, 1], "
+                    f"found {_describe(value)}")
 
 
 def _training(node: _Node) -> TrainingSettings:

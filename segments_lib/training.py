@@ -194,9 +194,8 @@ def train_from_frame(
                                                     cfg.nightly.min_segment_size, cfg.nightly.confidence)
             metrics.update(brier_raw=calibrated.brier_before, brier_calibrated=calibrated.brier_after)
         final_model = PipelineModel(stages=[*fit.model.stages, calibrated.calibrator])
-        with timer.stage("mlflow"):
-            outcome = _log_and_register(cfg, segment, calendar, events_version, frame, feature_cols, fit,
-                                        final_model, scored, metrics, calibrated, curve, choices, timer)
+        outcome = _log_and_register(cfg, segment, calendar, events_version, frame, feature_cols, fit,
+                                    final_model, scored, metrics, calibrated, curve, choices, timer)
         scored.unpersist()
         return outcome
     finally:
@@ -246,23 +245,27 @@ def _log_and_register(
                           tags=tags) as run:
         mlflow.log_params(_params(segment, calendar, fit, events_version, feature_cols))
         mlflow.log_metrics({**metrics, **_search_metrics(fit)})
-        with tempfile.TemporaryDirectory() as tmp:
+        with timer.stage("mlflow artifacts"), tempfile.TemporaryDirectory() as tmp:
             _log_artifacts(Path(tmp), segment, frame, feature_cols, fit, scored, metrics, calibrated, curve, choices)
-        example = holdout_features.select(*feature_cols).limit(INPUT_EXAMPLE_ROWS).toPandas()
-        info = mlflow.spark.log_model(
-            final_model, artifact_path="model", registered_model_name=name,
-            signature=infer_signature(example), input_example=example,
-            # Explicit requirements: inferring them starts a second Python process with its own Spark JVM.
-            pip_requirements=model_requirements(),
-        )
+        with timer.stage("drift baseline"), tempfile.TemporaryDirectory() as tmp:
+            _log_drift_baseline(Path(tmp), final_model, holdout_features, feature_importances(fit.model, feature_cols))
+        with timer.stage("mlflow model"):
+            example = holdout_features.select(*feature_cols).limit(INPUT_EXAMPLE_ROWS).toPandas()
+            info = mlflow.spark.log_model(
+                final_model, artifact_path="model", registered_model_name=name,
+                signature=infer_signature(example), input_example=example,
+                # Explicit requirements: inferring them starts a second Python process with its own Spark JVM.
+                pip_requirements=model_requirements(),
+            )
         version = str(info.registered_model_version)
-        champion = tracking.champion_version(cfg.mlflow, segment.name)
-        champion_auc = (_champion_auc_pr_on(scored, holdout_features, f"models:/{name}/{champion.version}")
-                        if champion is not None else None)
-        tracking.register_model(cfg.mlflow, segment.name, version, thresholds, metrics["auc_pr"],
-                                calendar.calibration, calendar.run_date, feature_cols)
-        decision = tracking.promote_if_better(cfg.mlflow, segment.name, version, metrics["auc_pr"], champion_auc,
-                                              str(champion.version) if champion is not None else None)
+        with timer.stage("champion/challenger"):
+            champion = tracking.champion_version(cfg.mlflow, segment.name)
+            champion_auc = (_champion_auc_pr_on(scored, holdout_features, f"models:/{name}/{champion.version}")
+                            if champion is not None else None)
+            tracking.register_model(cfg.mlflow, segment.name, version, thresholds, metrics["auc_pr"],
+                                    calendar.calibration, calendar.run_date, feature_cols)
+            decision = tracking.promote_if_better(cfg.mlflow, segment.name, version, metrics["auc_pr"],
+                                                  champion_auc, str(champion.version) if champion is not None else None)
         mlflow.log_metrics({f"stage_seconds.{k.replace(' ', '_')}": v for k, v in timer.durations.items()})
     return TrainingOutcome(
         status=STATUS_TRAINED,
@@ -361,6 +364,27 @@ def _log_artifacts(
     (folder / "feature_columns.json").write_text(json.dumps(feature_cols, indent=2))
     mlflow.log_artifacts(str(folder))
     mlflow.set_tag("top_features", ", ".join(name for name, _ in importances[:5]))
+
+
+DRIFT_FEATURES = 20
+
+
+def _log_drift_baseline(folder: Path, final_model: PipelineModel, holdout_features: DataFrame,
+                        importances: list[tuple[str, float]]) -> None:
+    """The holdout side of tomorrow's drift check, stored once per model instead of rebuilt every night.
+
+    It watches the most important features and the calibrated score: one histogram per column and
+    bin in a single aggregation, and past a few hundred aggregates Spark stops generating code for it.
+    """
+    import mlflow
+
+    from segments_lib.monitoring_drift import psi_baseline
+    from segments_lib.night_checks import DRIFT_BASELINE, SCORE_COLUMN
+
+    watched = [name for name, _ in importances[:DRIFT_FEATURES]]
+    scored = final_model.transform(holdout_features).select(*watched, SCORE_COLUMN)
+    (folder / DRIFT_BASELINE).write_text(json.dumps(psi_baseline(scored, [*watched, SCORE_COLUMN]), indent=1))
+    mlflow.log_artifact(str(folder / DRIFT_BASELINE))
 
 
 def _choice_dict(choice: calibration.ThresholdChoice) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import date, datetime, timedelta
 
@@ -28,6 +29,8 @@ from segments_lib.monitoring import (
     retrain_triggers,
     top_drifting,
 )
+from segments_lib.monitoring_drift import psi_against, psi_baseline
+from segments_lib.night_checks import Drift, drift_rows
 
 MEMBERSHIP_DDL = (
     "segment string, run_date date, user_id string, member_high boolean, member_medium boolean, "
@@ -220,6 +223,27 @@ def test_feature_psi_bins_every_column_in_one_pass(spark) -> None:
     # (.2−.25)ln(.8) + (.4−.25)ln(1.6) + (.4−.5)ln(.8) = .011157 + .070501 + .022314
     assert result["y"] == pytest.approx(0.103972, abs=1e-6)
     assert psi(baseline, current, bins=2, column="x") == pytest.approx(0.415888, abs=1e-6)
+
+
+def test_stored_baseline_round_trips_through_json(spark) -> None:
+    baseline = spark.createDataFrame([(1.0, 0.1), (2.0, 0.2), (3.0, None), (4.0, 0.4)], "x double, score double")
+    stored = psi_baseline(baseline, ["x", "score"], bins=2, relative_error=0.0)
+    # x: median cut 2 → (≤2, >2, null) = 2/2/0; score: cut 0.2 over the three non-null → 2/1/1
+    assert stored == {"bins": 2, "columns": {"x": {"cuts": [2.0], "counts": [2.0, 2.0, 0.0]},
+                                             "score": {"cuts": [0.2], "counts": [2.0, 1.0, 1.0]}}}
+    restored = json.loads(json.dumps(stored))
+    current = spark.createDataFrame([(float(v), 0.1) for v in (1, 1, 1, 1, 2, 2, 2, 2, 3, 4)], "x double, score double")
+    assert dict(psi_against(restored, current, ["x"]))["x"] == pytest.approx(0.415888, abs=1e-6)
+    with pytest.raises(ValueError, match=r"no column\(s\) \['y'\]"):
+        psi_against(restored, current, ["y"])
+
+
+def test_drift_rows_rank_features_and_keep_the_score_apart(spark) -> None:
+    result = Drift(0.05, "c=0.300, a=0.100", (("a", 0.1), ("b", math.nan), ("c", 0.3)))
+    rows = drift_rows(spark, "seg", D, 3, result).collect()
+    assert [(r.column_name, r.is_score, r.psi, r.drift_rank) for r in rows] == [
+        ("score", True, 0.05, None), ("c", False, 0.3, 1), ("a", False, 0.1, 2), ("b", False, None, 3)]
+    assert {(r.run_date, r.segment, r.model_version) for r in rows} == {(D, "seg", 3)}
 
 
 def test_feature_psi_rejects_text_columns(spark) -> None:

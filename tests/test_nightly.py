@@ -219,8 +219,35 @@ def test_stability_and_drift_are_recorded(spark, night: AppConfig) -> None:
             assert run.membership_jaccard == pytest.approx(len(before & after) / len(before | after))
         assert run.score_psi is not None and run.score_psi >= 0
         assert run.top_drifting_features
+        drift = (tables.read_output(spark, night, tables.SEGMENT_DRIFT)
+                 .where(f"segment = '{name}' AND run_date = DATE'{RUN_DATE}'").collect())
+        (score_row,) = [r for r in drift if r.is_score]
+        assert score_row.psi == pytest.approx(run.score_psi)
+        watched = sorted((r for r in drift if not r.is_score), key=lambda r: r.drift_rank)
+        assert 0 < len(watched) <= 20 and [r.drift_rank for r in watched] == list(range(1, len(watched) + 1))
+        # segment_runs names the five worst, in the same order as the drift table ranks them.
+        worst = [item.split("=")[0] for item in run.top_drifting_features.split(", ")]
+        assert worst == [r.column_name for r in watched[:len(worst)]]
     first_night = _runs(spark, night, NIGHTS[0])
     assert all(r.membership_entered is None for r in first_night.values())  # no night before it
+
+
+def test_a_champion_with_nobody_eligible_ends_no_eligible_users(spark, night: AppConfig, tmp_path) -> None:
+    """Same champion (same MLflow store), an eligibility nobody meets, its own output tables."""
+    from dataclasses import replace
+
+    nobody = SMALL_SEGMENTS.replace(
+        "    precision_level: low\n    eligible: {active_in: 14d}",
+        "    precision_level: low\n    eligible: {has_done: [Purchase Completed], not_done: [Purchase Completed]}")
+    assert nobody != SMALL_SEGMENTS
+    segments_file = tmp_path / "nobody.yaml"
+    segments_file.write_text(nobody)
+    cfg = replace(night, segments_file=segments_file, output=replace(night.output, root=tmp_path / "out"))
+    assert run_job(cfg, [RUN_DATE], "engagement_booster", "never") == 0
+    (run,) = tables.read_output(spark, cfg, tables.SEGMENT_RUNS).collect()
+    assert (run.status, run.eligible_count, run.member_count) == ("no_eligible_users", 0, 0)
+    assert "has_done [Purchase Completed], not_done [Purchase Completed]" in run.reason
+    assert tables.read_output(spark, cfg, tables.SEGMENT_MEMBERSHIP).count() == 0
 
 
 def test_a_failing_segment_does_not_stop_the_others(spark, night: AppConfig) -> None:

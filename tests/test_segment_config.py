@@ -275,3 +275,17 @@ def test_segment_entries_must_be_mappings_with_a_name() -> None:
     fails({"segments": [{"target": {"occurs": {"events": "Open App"}}}]},
           "segments.yaml: segments[0]: name: None is not a valid segment name: use lowercase letters, digits and _ "
           "(it becomes a table partition value and an MLflow model name)")
+
+
+@pytest.mark.parametrize(("value", "parsed"), [("sqrt", "sqrt"), ("onethird", "onethird"), (0.5, "0.5"), (1, "1.0")])
+def test_gbt_feature_subset_names_or_fraction(value: Any, parsed: str) -> None:
+    (segment, *_) = parse(with_change(0, "training.gbt.feature_subset", value))
+    assert segment.training.gbt.feature_subset == parsed
+    # a search candidate inherits it unless it sets its own
+    assert all(candidate.feature_subset == parsed for candidate in segment.training.search)
+
+
+def test_gbt_feature_subset_rejects_anything_else() -> None:
+    fails(with_change(0, "training.gbt.feature_subset", "half"),
+          "segments.yaml: segments[0] 'likely_to_purchase': training.gbt.feature_subset: must be one of all, "
+          "onethird, sqrt, log2 or a fraction in (0, 1], found str 'half'")
