@@ -105,41 +105,25 @@ def bayes_auc(holdout: pd.DataFrame, truth: pd.DataFrame) -> dict[str, Any]:
 
 
 def retail_events(spark: SparkSession) -> DataFrame:
-    """Online Retail → events; segments_lib.retail when it exists, else the data README's mapping."""
-    raw = spark.read.parquet(str(RETAIL))
-    try:
-        from segments_lib.retail import retail_to_events
+    """Online Retail → valid events, exactly as `jobs.load_online_retail` loads them (minus the writes)."""
+    from segments_lib import events, retail
 
-        return retail_to_events(raw)
-    except ImportError:
-        lines = raw.where(F.col("CustomerID").isNotNull()).select(
-            F.col("CustomerID").alias("user_id"), "InvoiceNo", "InvoiceDate",
-            (F.col("Quantity") * F.col("UnitPrice")).alias("line_value"))
-        invoices = lines.groupBy("user_id", "InvoiceNo").agg(
-            F.min("InvoiceDate").alias("event_time"), F.sum("line_value").alias("value"))
-        name = F.when(F.col("InvoiceNo").startswith("C"), F.lit("Order Cancelled")).otherwise(
-            F.lit("Purchase Completed"))
-        value = F.when(F.col("InvoiceNo").startswith("C"), F.lit(None).cast("double")).otherwise(
-            F.greatest(F.col("value"), F.lit(0.0)))
-        per_invoice = invoices.select("user_id", name.alias("event_name"), "event_time", value.alias("event_value"))
-        per_line = lines.where(~F.col("InvoiceNo").startswith("C")).select(
-            "user_id", F.lit("Item Purchased").alias("event_name"), F.col("InvoiceDate").alias("event_time"),
-            F.lit(None).cast("double").alias("event_value"))
-        events = per_invoice.unionByName(per_line)
-        return events.withColumn("event_date", F.to_date("event_time"))
+    raw = retail.retail_to_events(spark.read.parquet(str(RETAIL)))
+    conformed = events.conform(raw, retail.RETAIL_COLUMNS, retail.RETAIL_TIMEZONE)
+    rules = events.ValidationRules(dedup_key=retail.RETAIL_DEDUP_KEY,
+                                   max_rejected_share=retail.RETAIL_MAX_REJECTED_SHARE)
+    as_of = datetime(RETAIL_RUN_DATE.year, RETAIL_RUN_DATE.month, RETAIL_RUN_DATE.day) + timedelta(days=1)
+    return events.validate(conformed, as_of, rules, run_date=RETAIL_RUN_DATE).valid
 
 
-def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    cfg = load_config(args.conf)
-    spark = build_session(cfg.spark, app_name="quality-benchmark")
-    end = date.fromisoformat(cfg.demo.end_date)
-    segments = {s.name: s for s in load_segments(cfg.segments_file, cfg.precision_levels)}
-    events = demo_events(spark, args.users, args.days, end, cfg.demo.seed).persist()
+def demo_results(spark: SparkSession, args: argparse.Namespace, segments: dict[str, SegmentDefinition],
+                 end: date, seed: int) -> list[dict[str, Any]]:
+    events = demo_events(spark, args.users, args.days, end, seed).persist()
     n_events = events.count()
     print(f"demo events: {n_events:,} ({args.users} users, {args.days} days)")
     calendars = {name: segment_calendar(segments[name], end) for name in args.segments}
     # one generator pass for every calibration date the segments need
-    truth_all = demo.ground_truth(args.users, args.days, end, cfg.demo.seed, replicas=args.replicas,
+    truth_all = demo.ground_truth(args.users, args.days, end, seed, replicas=args.replicas,
                                   snapshot_dates=sorted({c.calibration.date() for c in calendars.values()}),
                                   ).to_pandas()
     results = []
@@ -156,6 +140,15 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         result["events"] = n_events
         print(json.dumps(result))
         results.append(result)
+    return results
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    cfg = load_config(args.conf)
+    spark = build_session(cfg.spark, app_name="quality-benchmark")
+    end = date.fromisoformat(cfg.demo.end_date)
+    segments = {s.name: s for s in load_segments(cfg.segments_file, cfg.precision_levels)}
+    results = [] if args.retail_only else demo_results(spark, args, segments, end, cfg.demo.seed)
     if not args.no_retail:
         base = segments["likely_to_purchase"]
         segment = replace(base, duration_pairs=(), training=replace(base.training, min_positives=50,
@@ -199,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--segments", type=lambda s: s.split(","), default=list(demo.DEMO_SEGMENTS))
     parser.add_argument("--no-lightgbm", action="store_true")
     parser.add_argument("--no-retail", action="store_true")
+    parser.add_argument("--retail-only", action="store_true", help="only the Online Retail run")
     args = parser.parse_args(argv)
     started = datetime.now()
     run(args)

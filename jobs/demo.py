@@ -1,7 +1,7 @@
 """The README's main command: demo events (generated once), then the nightly job in local mode.
 
-    python -m jobs.demo                      # 20k users × 120 days, run date = the demo's last day + 1
-    python -m jobs.demo --users 200000       # bigger
+    python -m jobs.demo                      # 10k users × 100 days (demo.* in conf/base.yaml), run date = 2026-06-01
+    python -m jobs.demo --users 200000 --days 120 --fresh   # bigger (regenerates the events)
     python -m jobs.demo --fresh              # regenerate the events even if they exist
 """
 

@@ -76,6 +76,7 @@ class NightlyConfig:
     confidence: float = 0.95
     backtest_flag_nights: int = 3
     score_psi_retrain: float = 0.25
+    parallel_segments: int = 2  # segments of one night trained and scored at once, in driver threads
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,14 @@ def _parse_simple(sec: _Section, cls: type, converters: Mapping[str, Any] | None
     return cls(**values)
 
 
+def _parse_nightly(sec: _Section, source: str) -> NightlyConfig:
+    nightly = _parse_simple(sec, NightlyConfig)
+    if nightly.parallel_segments < 1:
+        raise ConfigError(f"{source}: 'nightly.parallel_segments' must be at least 1, "
+                          f"found {nightly.parallel_segments}")
+    return nightly
+
+
 def parse_config(data: Mapping[str, Any], source: str, root: Path = PROJECT_ROOT) -> AppConfig:
     top = _Section(source, "", data)
     top.check_keys([
@@ -290,7 +299,7 @@ def parse_config(data: Mapping[str, Any], source: str, root: Path = PROJECT_ROOT
         mlflow=mlflow_cfg,
         spark=spark_cfg,
         precision_levels=_parse_levels(top.section("precision_levels")),
-        nightly=_parse_simple(top.section("nightly"), NightlyConfig),
+        nightly=_parse_nightly(top.section("nightly"), source),
         demo=_parse_simple(top.section("demo"), DemoConfig),
         segments_file=_resolve(root, top.get("segments_file", str, "conf/segments.yaml")),
         sources=(),

@@ -134,7 +134,8 @@ class GbtParams:
     min_instances_per_node: int = 20
     max_bins: int = 32
     # Features each tree node considers: Spark's featureSubsetStrategy ("all", "onethird", "sqrt",
-    # "log2" or a fraction in (0, 1]). Fewer per node means proportionally less histogram work per tree.
+    # "log2" or a fraction in (0, 1]): a regulariser like LightGBM's colsample. Measured on the demo
+    # (benchmarks/RESULTS.md) it neither sped Spark's GBT up nor raised AUC, hence "all".
     feature_subset: str = "all"
 
 

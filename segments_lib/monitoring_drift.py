@@ -63,13 +63,18 @@ def _bin_index(column: Column, cuts: list[float]) -> Column:
     return F.when(column.isNotNull(), sum(above[1:], above[0]) if above else F.lit(0))
 
 
-def _histogram_aggregates(columns: Sequence[str], cuts: Sequence[list[float]]) -> list[Column]:
+def _histogram_counts(frame: DataFrame, columns: Sequence[str], cuts: Sequence[list[float]]) -> list[list[float]]:
+    """Rows per right-closed bin of each column, then its null bin: one aggregation over `frame`.
+
+    Each column's bin index is projected once, so the aggregates only compare small integers.
+    """
+    indexed = frame.select(*[_bin_index(F.col(name), column_cuts).alias(f"b{j}")
+                             for j, (name, column_cuts) in enumerate(zip(columns, cuts, strict=True))])
     aggregates: list[Column] = []
-    for j, (name, column_cuts) in enumerate(zip(columns, cuts, strict=True)):
-        index = _bin_index(F.col(name), column_cuts)
-        aggregates += [F.count_if(index == b).alias(f"c{j}_{b}") for b in range(len(column_cuts) + 1)]
-        aggregates.append(F.count_if(F.col(name).isNull()).alias(f"c{j}_null"))
-    return aggregates
+    for j, column_cuts in enumerate(cuts):
+        aggregates += [F.count_if(F.col(f"b{j}") == b).alias(f"c{j}_{b}") for b in range(len(column_cuts) + 1)]
+        aggregates.append(F.count_if(F.col(f"b{j}").isNull()).alias(f"c{j}_null"))
+    return _histograms(indexed.agg(*aggregates).first().asDict(), columns, cuts)
 
 
 def _histograms(row: dict, columns: Sequence[str], cuts: Sequence[list[float]]) -> list[list[float]]:
@@ -94,7 +99,7 @@ def psi_baseline(baseline: DataFrame, columns: Sequence[str], bins: int = 10,
         return {"bins": bins, "columns": {}}
     quantiles = baseline.approxQuantile(columns, _probabilities(bins), relative_error)
     cuts = [_cut_points(q) for q in quantiles]
-    counts = _histograms(baseline.agg(*_histogram_aggregates(columns, cuts)).first().asDict(), columns, cuts)
+    counts = _histogram_counts(baseline, columns, cuts)
     return {"bins": bins, "columns": {name: {"cuts": column_cuts, "counts": column_counts}
                                       for name, column_cuts, column_counts in zip(columns, cuts, counts, strict=True)}}
 
@@ -111,7 +116,7 @@ def psi_against(baseline: dict[str, Any], current: DataFrame, columns: Sequence[
     if not columns:
         return []
     cuts = [list(stored[c]["cuts"]) for c in columns]
-    actual = _histograms(current.agg(*_histogram_aggregates(columns, cuts)).first().asDict(), columns, cuts)
+    actual = _histogram_counts(current, columns, cuts)
     return [(name, psi_from_counts(stored[name]["counts"], a)) for name, a in zip(columns, actual, strict=True)]
 
 

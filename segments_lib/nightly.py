@@ -137,17 +137,21 @@ def write_runs(spark: SparkSession, cfg: AppConfig, results: Sequence[SegmentRes
 
 
 def summary_table(results: Sequence[SegmentResult], tracking_uri: str) -> str:
-    """A readable end-of-job summary: one line per segment."""
-    header = f"{'segment':<22} {'status':<22} {'eligible':>8} {'high':>6} {'medium':>7} {'low':>6} " \
-             f"{'AUC-PR':>7} {'model':>6}  mlflow run"
+    """A readable end-of-job summary: one line per segment.
+
+    `members` counts the segment's own level (which may be a number, e.g. 0.30, rather than a named
+    level); high / medium / low are the sizes at the named levels, for comparison.
+    """
+    header = f"{'segment':<22} {'status':<22} {'level':>6} {'eligible':>8} {'members':>7} {'high':>6} " \
+             f"{'medium':>7} {'low':>6} {'AUC-PR':>7} {'model':>6}  mlflow run"
     lines = [header, "-" * len(header)]
     for r in results:
         auc = f"{r.holdout_auc_pr:.3f}" if r.holdout_auc_pr is not None else "-"
         lines.append(
-            f"{r.segment:<22} {r.status:<22} {r.eligible_count:>8} "
-            f"{_count(r.members_by_level.get('high')):>6} {_count(r.members_by_level.get('medium')):>7} "
-            f"{_count(r.members_by_level.get('low')):>6} {auc:>7} {r.model_version or '-':>6}  "
-            f"{r.mlflow_run_id or '-'}"
+            f"{r.segment:<22} {r.status:<22} {r.precision_level or '-':>6} {r.eligible_count:>8} "
+            f"{r.member_count:>7} {_count(r.members_by_level.get('high')):>6} "
+            f"{_count(r.members_by_level.get('medium')):>7} {_count(r.members_by_level.get('low')):>6} "
+            f"{auc:>7} {r.model_version or '-':>6}  {r.mlflow_run_id or '-'}"
         )
         if r.reason:
             lines.append(f"{'':<22} ↳ {r.reason}")

@@ -1,17 +1,17 @@
-"""Diagnostic PNGs for a training run: ROC and PR curves, reliability, feature importances (matplotlib Agg)."""
+"""Diagnostic PNGs for a training run: ROC and PR curves, reliability, feature importances (matplotlib Agg).
+
+Figures are built with the object API (`Figure`), never pyplot: pyplot keeps global state, and the
+nightly job trains segments in parallel threads.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: runs on cluster drivers without a display
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 
 def roc_pr_points(scores: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
@@ -32,7 +32,8 @@ def roc_pr_points(scores: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
 
 def roc_pr_png(scores: np.ndarray, labels: np.ndarray, auc_roc: float, auc_pr: float, path: Path) -> Path:
     points = roc_pr_points(scores, labels)
-    fig, (roc, pr) = plt.subplots(1, 2, figsize=(10, 4.5))
+    fig = Figure(figsize=(10, 4.5))
+    roc, pr = fig.subplots(1, 2)
     roc.plot(np.r_[0.0, points["fpr"]], np.r_[0.0, points["tpr"]], label=f"AUC-ROC {auc_roc:.3f}")
     roc.plot([0, 1], [0, 1], linestyle="--", color="grey")
     roc.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (holdout)")
@@ -46,7 +47,8 @@ def roc_pr_png(scores: np.ndarray, labels: np.ndarray, auc_roc: float, auc_pr: f
 
 def reliability_png(reliability: pd.DataFrame, path: Path) -> Path:
     """`reliability` rows: kind (raw | calibrated), mean_predicted, observed_rate, rows."""
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig = Figure(figsize=(5.5, 5))
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
     for kind, group in reliability.groupby("kind"):
         ax.plot(group["mean_predicted"], group["observed_rate"], marker="o", label=str(kind))
@@ -58,14 +60,14 @@ def reliability_png(reliability: pd.DataFrame, path: Path) -> Path:
 
 def feature_importance_png(importances: Sequence[tuple[str, float]], path: Path, top: int = 20) -> Path:
     shown = list(importances)[:top][::-1]  # barh draws bottom-up; the most important goes on top
-    fig, ax = plt.subplots(figsize=(8, 0.35 * max(len(shown), 4) + 1))
+    fig = Figure(figsize=(8, 0.35 * max(len(shown), 4) + 1))
+    ax = fig.subplots()
     ax.barh([name for name, _ in shown], [weight for _, weight in shown])
     ax.set(xlabel="importance (share of split gain)", title=f"Top {len(shown)} features")
     return _save(fig, path)
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    fig.savefig(path, dpi=100)  # a bare Figure renders with the Agg canvas: no display needed
     return path

@@ -341,6 +341,27 @@ def before_history(segment: SegmentDefinition, prepared: PreparedEvents, run_dat
     )
 
 
+def run_night(spark: SparkSession, cfg: AppConfig, segments: Sequence[SegmentDefinition], prepared: PreparedEvents,
+              run_date: date, retrain: str) -> list:  # -> list[SegmentResult], in the order of `segments`
+    """Every segment of one night, `nightly.parallel_segments` at a time.
+
+    Segments share nothing but the persisted events and the output tables, whose writes replace
+    disjoint (segment, date) slices and retry Delta's optimistic-concurrency conflicts; MLflow keeps
+    the active run per thread. A segment's failure stays its own (`run_segment` never raises).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(segment: SegmentDefinition):
+        return before_history(segment, prepared, run_date) or run_segment(spark, cfg, segment, prepared, run_date,
+                                                                           retrain)
+
+    workers = min(cfg.nightly.parallel_segments, len(segments))
+    if workers <= 1:
+        return [one(s) for s in segments]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="segment") as pool:
+        return list(pool.map(one, segments))
+
+
 def run_job(cfg: AppConfig, dates: Sequence[date], segment_names: str | None, retrain: str,
             check_only: bool = False) -> int:
     """Run every night in `dates` for the chosen segments; print a summary; return the exit code."""
@@ -385,8 +406,7 @@ def run_job(cfg: AppConfig, dates: Sequence[date], segment_names: str | None, re
     all_results = []
     for run_date in dates:
         with job_timer.stage(f"night {run_date}"):
-            results = [before_history(s, prepared, run_date) or run_segment(spark, cfg, s, prepared, run_date, retrain)
-                       for s in segments]
+            results = run_night(spark, cfg, segments, prepared, run_date, retrain)
             write_runs(spark, cfg, results)
         all_results.extend(results)
         print(f"\nNight {run_date}\n" + summary_table(results, mask_uri(uri)), flush=True)

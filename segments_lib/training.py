@@ -14,7 +14,7 @@ import json
 import logging
 import tempfile
 from dataclasses import asdict, dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -246,7 +246,8 @@ def _log_and_register(
         mlflow.log_params(_params(segment, calendar, fit, events_version, feature_cols))
         mlflow.log_metrics({**metrics, **_search_metrics(fit)})
         with timer.stage("mlflow artifacts"), tempfile.TemporaryDirectory() as tmp:
-            _log_artifacts(Path(tmp), segment, frame, feature_cols, fit, scored, metrics, calibrated, curve, choices)
+            _log_artifacts(Path(tmp), segment, frame, feature_cols, fit, scored, metrics, calibrated, curve, choices,
+                           calendar.calibration)
         with timer.stage("drift baseline"), tempfile.TemporaryDirectory() as tmp:
             _log_drift_baseline(Path(tmp), final_model, holdout_features, feature_importances(fit.model, feature_cols))
         with timer.stage("mlflow model"):
@@ -312,15 +313,20 @@ def _search_metrics(fit: FitResult) -> dict[str, float]:
     return {f"search.candidate_{i}.validation_auc_pr": c.validation_auc_pr for i, c in enumerate(fit.candidates)}
 
 
-def _data_profile(frame: DataFrame, feature_cols: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per-feature null share / min / mean / max over all labelled rows, rows and positives per snapshot)."""
+def _data_profile(frame: DataFrame, feature_cols: list[str], holdout: datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-feature null share / min / mean / max on the holdout snapshot, rows and positives per snapshot).
+
+    The features are profiled on the holdout rows, the ones the model is judged on: four aggregates
+    per feature are costly (hundreds of aggregates run without generated code), so over one snapshot
+    rather than all of them.
+    """
     aggregates = [
         agg
         for c in feature_cols
         for agg in (F.avg(F.col(c).isNull().cast("double")).alias(f"{c}|null_share"), F.min(c).alias(f"{c}|min"),
                     F.avg(c).alias(f"{c}|mean"), F.max(c).alias(f"{c}|max"))
     ]
-    row = frame.agg(*aggregates).first().asDict()
+    row = frame.where(F.col("snapshot_time") == F.lit(holdout)).agg(*aggregates).first().asDict()
     features = pd.DataFrame([
         {"feature": c, **{stat: row[f"{c}|{stat}"] for stat in ("null_share", "min", "mean", "max")}}
         for c in feature_cols
@@ -343,6 +349,7 @@ def _log_artifacts(
     calibrated: calibration.CalibrationResult,
     curve: pd.DataFrame,
     choices: dict[str, calibration.ThresholdChoice],
+    holdout_time: datetime,
 ) -> None:
     import mlflow
 
@@ -354,7 +361,7 @@ def _log_artifacts(
     plots.feature_importance_png(importances, folder / "feature_importances.png")
     pd.DataFrame(importances, columns=["feature", "importance"]).to_csv(folder / "feature_importances.csv",
                                                                          index=False)
-    profile, per_snapshot = _data_profile(frame, feature_cols)
+    profile, per_snapshot = _data_profile(frame, feature_cols, holdout_time)
     profile.to_csv(folder / "data_profile_features.csv", index=False)
     per_snapshot.to_csv(folder / "data_profile_snapshots.csv", index=False)
     curve.to_csv(folder / "threshold_curve.csv", index=False)
@@ -382,8 +389,13 @@ def _log_drift_baseline(folder: Path, final_model: PipelineModel, holdout_featur
     from segments_lib.night_checks import DRIFT_BASELINE, SCORE_COLUMN
 
     watched = [name for name, _ in importances[:DRIFT_FEATURES]]
-    scored = final_model.transform(holdout_features).select(*watched, SCORE_COLUMN)
-    (folder / DRIFT_BASELINE).write_text(json.dumps(psi_baseline(scored, [*watched, SCORE_COLUMN]), indent=1))
+    # Persisted: the quantile pass and the histogram pass would otherwise each run the whole pipeline.
+    scored = final_model.transform(holdout_features).select(*watched, SCORE_COLUMN).persist()
+    try:
+        baseline = psi_baseline(scored, [*watched, SCORE_COLUMN])
+    finally:
+        scored.unpersist()
+    (folder / DRIFT_BASELINE).write_text(json.dumps(baseline, indent=1))
     mlflow.log_artifact(str(folder / DRIFT_BASELINE))
 
 

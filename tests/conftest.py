@@ -18,6 +18,7 @@ TEST_SPARK_CONF = {
     "spark.ui.enabled": "false",
     "spark.driver.memory": "3g",
     "spark.sql.session.timeZone": "UTC",
+    "spark.databricks.delta.snapshotPartitions": "2",  # as conf/local.yaml: small logs, 2 cores
 }
 
 

@@ -232,24 +232,6 @@ def test_stability_and_drift_are_recorded(spark, night: AppConfig) -> None:
     assert all(r.membership_entered is None for r in first_night.values())  # no night before it
 
 
-def test_a_champion_with_nobody_eligible_ends_no_eligible_users(spark, night: AppConfig, tmp_path) -> None:
-    """Same champion (same MLflow store), an eligibility nobody meets, its own output tables."""
-    from dataclasses import replace
-
-    nobody = SMALL_SEGMENTS.replace(
-        "    precision_level: low\n    eligible: {active_in: 14d}",
-        "    precision_level: low\n    eligible: {has_done: [Purchase Completed], not_done: [Purchase Completed]}")
-    assert nobody != SMALL_SEGMENTS
-    segments_file = tmp_path / "nobody.yaml"
-    segments_file.write_text(nobody)
-    cfg = replace(night, segments_file=segments_file, output=replace(night.output, root=tmp_path / "out"))
-    assert run_job(cfg, [RUN_DATE], "engagement_booster", "never") == 0
-    (run,) = tables.read_output(spark, cfg, tables.SEGMENT_RUNS).collect()
-    assert (run.status, run.eligible_count, run.member_count) == ("no_eligible_users", 0, 0)
-    assert "has_done [Purchase Completed], not_done [Purchase Completed]" in run.reason
-    assert tables.read_output(spark, cfg, tables.SEGMENT_MEMBERSHIP).count() == 0
-
-
 def test_a_failing_segment_does_not_stop_the_others(spark, night: AppConfig) -> None:
     """Last in the module: it leaves a failed row for the final night behind."""
     import mlflow

@@ -242,7 +242,8 @@ def test_no_eligible_user_at_the_snapshot_ends_with_a_status_not_a_crash(spark, 
     code = run_job(workspace.cfg, [quiet_night], PURCHASE, "never")
     (run,) = runs_rows(spark, workspace.cfg, PURCHASE, quiet_night)
     assert (code, run.eligible_count, run.member_count) == (0, 0, 0), run.reason
-    assert run.status in ("skipped", "ok", "precision_unreachable")
+    assert run.status == "no_eligible_users"
+    assert "no user is in the eligible population" in run.reason and "active_in 14d" in run.reason
     members = tables.read_output(spark, workspace.cfg, tables.SEGMENT_MEMBERSHIP)
     assert members.where(f"run_date = DATE'{quiet_night}'").count() == 0
 
