@@ -4,7 +4,7 @@
 
 1. Demo events (`segments_lib.demo`, users × days ending at demo.end_date) are written once to the
    workspace's events table with delta-rs.
-2. The nightly segment code (`runner.run_segment`, retrain auto: weekly retraining, champion/challenger)
+2. The nightly segment code (`runner.run_night`, retrain auto: weekly retraining, champion/challenger)
    scores every run date S some evaluated night needs: S = D − ceil(horizon) for the last `--nights`
    nights D ending at demo.end_date. Each segment scores only its own S dates, in date order.
 3. The ledger of each evaluated night is `monitoring.night_ledger` (labels for exactly the scored users of
@@ -82,7 +82,7 @@ def backfill(spark, cfg: AppConfig, segments: list[SegmentDefinition], nights: l
              max_minutes: float | None = None) -> float:
     """Score each segment's needed run dates in date order; returns the seconds spent."""
     from segments_lib.nightly import summary_table, write_runs
-    from segments_lib.runner import prepare_events, run_segment
+    from segments_lib.runner import prepare_events, run_night
 
     start = time.perf_counter()
     prepared = prepare_events(spark, cfg, nights[-1])
@@ -93,7 +93,7 @@ def backfill(spark, cfg: AppConfig, segments: list[SegmentDefinition], nights: l
             break
         night_start = time.perf_counter()
         due = [s for s in segments if run_date in needed[s.name]]
-        results = [run_segment(spark, cfg, s, prepared, run_date, "auto") for s in due]
+        results = run_night(spark, cfg, due, prepared, run_date, "auto")
         write_runs(spark, cfg, results)
         print(f"\nNight {run_date} ({time.perf_counter() - night_start:.0f}s)\n"
               + summary_table(results, cfg.mlflow.tracking_uri), flush=True)
