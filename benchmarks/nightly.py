@@ -61,11 +61,18 @@ def main(argv: list[str] | None = None) -> int:
         timings[mode] = (time.perf_counter() - start, code)
         runs = tables.read_output(spark, cfg, tables.SEGMENT_RUNS).where(f"run_date = DATE'{run_date}'").collect()
         timings[f"{mode}_shares"] = stage_shares(runs)
+        timings[f"{mode}_segments"] = {r.segment: (r.status, (r.stage_seconds or {}).get("train"),
+                                                   r.total_seconds) for r in runs}
 
     print(f"\n{events:,} events, {args.users:,} users, run date {run_date}, 5 segments\n")
     print("| night | wall s | exit |\n|---|---:|---:|")
     print(f"| with retraining (`--retrain always`) | {timings['always'][0]:.0f} | {timings['always'][1]} |")
     print(f"| scoring only (`--retrain never`) | {timings['never'][0]:.0f} | {timings['never'][1]} |")
+    print("\n| segment | status | train s (with retraining) | segment s (with retraining) | segment s (scoring only) |")
+    print("|---|---|---:|---:|---:|")
+    for name, (status, train, total) in sorted(timings["always_segments"].items()):
+        scoring_only = timings["never_segments"].get(name, (None, None, None))[2]
+        print(f"| {name} | {status} | {train or 0:.0f} | {total or 0:.0f} | {scoring_only or 0:.0f} |")
     for mode in ("always", "never"):
         shares = ", ".join(f"{stage} {share:.0%}" for stage, share in timings[f"{mode}_shares"].items())
         print(f"\nstage shares, --retrain {mode}: {shares}")

@@ -188,9 +188,10 @@ def train_from_frame(
                        "n_validation": float(fit.n_validation), "train_seconds": fit.fit_seconds}
         with timer.stage("calibration"):
             calibrated = calibration.fit_calibrator(scored, seed=segment.training.seed)
-            curve = calibration.threshold_curve(calibrated.threshold_fold, cfg.nightly.threshold_curve_points,
-                                                cfg.nightly.confidence)
-            choices = calibration.choose_thresholds(calibrated.threshold_fold, _levels(cfg, segment),
+            # One aggregation of the threshold fold serves both the curve and the choices.
+            fold_table = calibration.score_table(calibrated.threshold_fold)
+            curve = calibration.threshold_curve(fold_table, cfg.nightly.threshold_curve_points, cfg.nightly.confidence)
+            choices = calibration.choose_thresholds(fold_table, _levels(cfg, segment),
                                                     cfg.nightly.min_segment_size, cfg.nightly.confidence)
             metrics.update(brier_raw=calibrated.brier_before, brier_calibrated=calibrated.brier_after)
         final_model = PipelineModel(stages=[*fit.model.stages, calibrated.calibrator])

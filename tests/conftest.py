@@ -74,3 +74,14 @@ def spark(session_workspace: Path):
 @pytest.fixture()
 def app_config(tmp_path: Path) -> AppConfig:
     return make_config(tmp_path / "ws")
+
+
+@pytest.fixture()
+def restore_tracking_uri():
+    """Tests that point MLflow at another store put the previous URIs back afterwards."""
+    import mlflow
+
+    before = mlflow.get_tracking_uri()
+    yield
+    mlflow.set_tracking_uri(before)
+    mlflow.set_registry_uri(before)

@@ -10,22 +10,13 @@ import pytest
 from segments_lib.tracking import configure_mlflow, ensure_experiment, experiment_name
 from tests.conftest import make_config
 from tests.support.mlflow_server import MlflowRest, mlflow_server
+from tests.support.segments import two_small_segments
 
 
 @pytest.fixture(scope="module")
 def tracking_server(tmp_path_factory: pytest.TempPathFactory):
     with mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as uri:
         yield uri
-
-
-@pytest.fixture()
-def restore_tracking_uri():
-    import mlflow
-
-    before = mlflow.get_tracking_uri()
-    yield
-    mlflow.set_tracking_uri(before)
-    mlflow.set_registry_uri(before)
 
 
 @pytest.mark.slow
@@ -75,31 +66,7 @@ def test_overlay_uri_wins_over_the_embedded_store(tmp_path: Path) -> None:
 
 
 NIGHT = date(2026, 6, 1)
-TWO_SMALL_SEGMENTS = """
-segments:
-  - name: likely_to_purchase
-    kind: conversion
-    target: {occurs: {events: [Purchase Completed]}}
-    past_window: 14d
-    prediction_window: 7d
-    precision_level: medium
-    eligible: {active_in: 14d}
-    training: &small
-      snapshots: 2
-      stride: 7d
-      min_positives: 20
-      min_negatives: 20
-      gbt: {max_iter: 8, max_depth: 3}
-      search: [{max_depth: 3}]
-  - name: engagement_booster
-    kind: engagement
-    target: {occurs: {events: [Click Notification]}}
-    past_window: 14d
-    prediction_window: 7d
-    precision_level: low
-    eligible: {active_in: 14d}
-    training: *small
-"""
+TWO_SMALL_SEGMENTS = two_small_segments()
 
 
 @pytest.mark.slow

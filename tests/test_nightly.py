@@ -11,37 +11,13 @@ from segments_lib import tables
 from segments_lib.config import AppConfig
 from segments_lib.runner import retrain_decision, run_job
 from tests.conftest import make_config
+from tests.support.segments import two_small_segments
 
 RUN_DATE = date(2026, 6, 1)
 # A week before, the night before, and the night itself: a backfill that trains once (retrain_every 30d),
 # judges the first night's membership on the last (P3 = 7d), and measures night-to-night churn.
 NIGHTS = [date(2026, 5, 25), date(2026, 5, 31), RUN_DATE]
-SMALL_SEGMENTS = """
-segments:
-  - name: likely_to_purchase
-    kind: conversion
-    target: {occurs: {events: [Purchase Completed]}}
-    past_window: 14d
-    prediction_window: 7d
-    precision_level: medium
-    eligible: {active_in: 14d}
-    training: &small
-      snapshots: 2
-      stride: 7d
-      min_positives: 20
-      min_negatives: 20
-      retrain_every: 30d
-      gbt: {max_iter: 8, max_depth: 3}
-      search: [{max_depth: 3}]
-  - name: engagement_booster
-    kind: engagement
-    target: {occurs: {events: [Click Notification]}}
-    past_window: 14d
-    prediction_window: 7d
-    precision_level: low
-    eligible: {active_in: 14d}
-    training: *small
-"""
+SMALL_SEGMENTS = two_small_segments(retrain_every="30d")
 
 
 def write_demo_events(spark, cfg: AppConfig, users: int = 1500, days: int = 70) -> None:

@@ -120,16 +120,6 @@ def _log_training_run(segment: str, run_date: date, auc_pr: float, importances: 
     return run.info.run_id
 
 
-@pytest.fixture()
-def restore_tracking_uri():
-    import mlflow
-
-    before = mlflow.get_tracking_uri()
-    yield
-    mlflow.set_tracking_uri(before)
-    mlflow.set_registry_uri(before)
-
-
 @pytest.mark.timeout(600)
 def test_compare_runs_shows_metrics_curves_importance_changes_and_champions(
         tmp_path: Path, restore_tracking_uri: None) -> None:

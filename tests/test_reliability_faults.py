@@ -26,6 +26,7 @@ from segments_lib import tables
 from segments_lib.config import AppConfig, load_config
 from segments_lib.runner import run_job
 from tests.conftest import TEST_SPARK_CONF
+from tests.support.segments import two_small_segments
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FIRST_NIGHT = date(2026, 6, 1)
@@ -36,31 +37,7 @@ RETRAIN_NIGHT = FIRST_NIGHT + timedelta(days=7)  # champion is 7 days old: retra
 PURCHASE, ENGAGEMENT = "likely_to_purchase", "engagement_booster"
 SUBPROCESS_TIMEOUT_S = 900
 
-SEGMENTS = """
-segments:
-  - name: likely_to_purchase
-    kind: conversion
-    target: {occurs: {events: [Purchase Completed]}}
-    past_window: 14d
-    prediction_window: 7d
-    precision_level: medium
-    eligible: {active_in: 14d}
-    training: &small
-      snapshots: 2
-      stride: 7d
-      min_positives: 10
-      min_negatives: 10
-      gbt: {max_iter: 5, max_depth: 3}
-      search: [{max_depth: 3}]
-  - name: engagement_booster
-    kind: engagement
-    target: {occurs: {events: [Click Notification]}}
-    past_window: 14d
-    prediction_window: 7d
-    precision_level: low
-    eligible: {active_in: 14d}
-    training: *small
-"""
+SEGMENTS = two_small_segments(min_examples=10, max_iter=5)
 
 
 @dataclass(frozen=True)
