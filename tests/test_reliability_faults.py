@@ -199,7 +199,8 @@ def test_sigkill_after_training_before_scoring_then_rerun_registers_nothing_twic
     cfg = workspace.cfg
     versions_before = model_versions(cfg, PURCHASE)
     job = start_job(workspace.overlay, RETRAIN_NIGHT, "--segments", PURCHASE, "--retrain", "auto")
-    seen = kill_when_logged(job, f"✔ [{PURCHASE}] mlflow")
+    # Logged once training returned: its MLflow run is finished and its model version registered.
+    seen = kill_when_logged(job, f"✔ [{PURCHASE} {RETRAIN_NIGHT}] train")
     assert not any("write membership" in line for line in seen)
     versions_after_kill = model_versions(cfg, PURCHASE)
     assert len(versions_after_kill) == len(versions_before) + 1
