@@ -126,16 +126,16 @@ def log_drift(run_id: str, run_date: date, result: Drift, top: int = 5) -> None:
     Stepping by the run date's ordinal makes the MLflow UI plot drift over the model's nights.
     """
     import mlflow
+    from mlflow.entities import Metric
 
     if result.score_psi is None:
         return
     moment = int(datetime(run_date.year, run_date.month, run_date.day, tzinfo=timezone.utc).timestamp() * 1000)
     finite = [(name, value) for name, value in result.feature_psis if not math.isnan(value)]
     ranked = sorted(finite, key=lambda item: (-item[1], item[0]))[:top]
-    metrics = [("drift.score_psi", result.score_psi)] + [(f"drift.psi.{name}", value) for name, value in ranked]
-    client = mlflow.MlflowClient()
-    for key, value in metrics:
-        client.log_metric(run_id, key, value, timestamp=moment, step=run_date.toordinal())
+    values = [("drift.score_psi", result.score_psi)] + [(f"drift.psi.{name}", value) for name, value in ranked]
+    mlflow.MlflowClient().log_batch(run_id, metrics=[Metric(key, value, moment, run_date.toordinal())
+                                                     for key, value in values])
 
 
 def previous_membership(spark: SparkSession, cfg: AppConfig, segment: str, run_date: date) -> DataFrame | None:

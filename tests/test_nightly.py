@@ -181,6 +181,11 @@ def test_backtest_judges_the_closed_night_against_what_happened(spark, night: Ap
 
 
 def test_stability_and_drift_are_recorded(spark, night: AppConfig) -> None:
+    import mlflow
+
+    from segments_lib.tracking import configure_mlflow
+
+    configure_mlflow(night.mlflow)
     runs = _runs(spark, night)
     members = _membership(spark, night)
     for name, run in runs.items():
@@ -204,6 +209,10 @@ def test_stability_and_drift_are_recorded(spark, night: AppConfig) -> None:
         # segment_runs names the five worst, in the same order as the drift table ranks them.
         worst = [item.split("=")[0] for item in run.top_drifting_features.split(", ")]
         assert worst == [r.column_name for r in watched[:len(worst)]]
+        # ... and the model's MLflow run charts it: one step per night, the step being the date's ordinal.
+        history = mlflow.MlflowClient().get_metric_history(run.mlflow_run_id, "drift.score_psi")
+        tonight = {m.value for m in history if m.step == RUN_DATE.toordinal()}  # a rerun logs the same value
+        assert len(tonight) == 1 and tonight.pop() == pytest.approx(run.score_psi)
     first_night = _runs(spark, night, NIGHTS[0])
     assert all(r.membership_entered is None for r in first_night.values())  # no night before it
 
