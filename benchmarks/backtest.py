@@ -123,10 +123,10 @@ def build_ledger(spark, cfg: AppConfig, segments: list[SegmentDefinition], night
             run_id = scored.get((segment.name, scored_date))
             if run_id is None:
                 continue
-            promises = promises_from_choices(run_artifact_json(run_id, "thresholds.json"))
+            promises = promises_from_choices(run_artifact_json(run_id, "thresholds.json"), cfg.nightly.confidence)
             rows = night_ledger(events, membership.where(F.col("segment") == segment.name), segment, promises, night)
             tables.write_output(rows, cfg, tables.SEGMENT_BACKTEST,
-                                {"segment": segment.name, "scored_date": scored_date}, partition_by=("segment",),
+                                {"segment": segment.name, "scored_date": scored_date}, partition_by=("scored_date",),
                                 description="Realized versus promised precision per segment, scored date and level.")
             frames.append(rows.toPandas())
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

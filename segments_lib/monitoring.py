@@ -16,6 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from statistics import NormalDist
 
 import pandas as pd
 from pyspark.sql import Column, DataFrame
@@ -41,6 +42,7 @@ __all__ = [
     "membership_churn",
     "night_ledger",
     "precision_flag",
+    "prediction_lower_bound",
     "promise_kept_share",
     "promises_from_choices",
     "psi",
@@ -55,7 +57,8 @@ BACKTEST_COLUMNS: tuple[tuple[str, object, str], ...] = (
     ("evaluated_on", DateType(), "Night the evaluation ran; the outcome window closed before this date."),
     ("level", StringType(), "Precision level whose members are evaluated."),
     ("promised_precision", DoubleType(), "Precision the level targets (config precision_levels)."),
-    ("promised_lower_bound", DoubleType(), "Holdout lower confidence bound on precision at the chosen threshold."),
+    ("promised_lower_bound", DoubleType(), "Lower prediction bound (nightly.confidence) on the realized precision "
+     "of this many members, from the out-of-fold holdout precision at the threshold; null when unreachable."),
     ("members", LongType(), "Members at this level (treated and control) with a known outcome."),
     ("true_positives", LongType(), "Members whose target happened in the outcome window."),
     ("realized_precision", DoubleType(), "true_positives / members; null when there are no members."),
@@ -76,10 +79,36 @@ BACKTEST_SCHEMA = StructType([StructField(n, t, nullable=True) for n, t, _ in BA
 
 @dataclass(frozen=True)
 class LevelPromise:
-    """What a level promised on the holdout: target precision and the measured lower bound (None: unreachable)."""
+    """What a level promised on the holdout (None bound: unreachable, nothing promised).
+
+    With evidence (`evidence_members` > 0: members and true positives at the threshold, counted out of
+    fold on the holdout, see `calibration.out_of_fold_evidence`), a night's promised lower bound is the
+    one-sided `confidence` *prediction* bound on the precision of that night's members
+    (`prediction_lower_bound`): it covers the noise of the holdout and of a night of that size. Without
+    evidence it is the fixed `lower_bound`.
+    """
 
     promised_precision: float
     lower_bound: float | None
+    evidence_members: int = 0
+    evidence_true_positives: int = 0
+    confidence: float = 0.95
+
+
+def prediction_lower_bound(evidence_tp: Column | int, evidence_n: Column | int, members: Column,
+                           confidence: float) -> Column:
+    """Lower `confidence` prediction bound on the precision of `members` new members (normal approximation).
+
+    p = (tp + ½) / (n + 1) (the Jeffreys-adjusted holdout precision; never exactly 0 or 1), and the variance
+    of a new night's realized precision around it is p(1 − p)(1/n + 1/m): the holdout's own uncertainty
+    plus the binomial noise of m members. Null without members.
+    """
+    z = NormalDist().inv_cdf(confidence)
+    tp = evidence_tp if isinstance(evidence_tp, Column) else F.lit(evidence_tp)
+    n = evidence_n if isinstance(evidence_n, Column) else F.lit(evidence_n)
+    p = (tp + F.lit(0.5)) / (n + F.lit(1.0))
+    spread = F.sqrt(p * (F.lit(1.0) - p) * (F.lit(1.0) / n + F.lit(1.0) / members))
+    return F.when(members > 0, F.greatest(p - F.lit(z) * spread, F.lit(0.0)))
 
 
 def backtest_scored_date(evaluated_on: date, horizon: timedelta) -> date:
@@ -107,19 +136,46 @@ def labels_for_membership(events: DataFrame, membership: DataFrame, target: Targ
     return labels.select("user_id", "label")
 
 
-def promises_from_choices(choices: Mapping[str, Mapping[str, object]]) -> dict[str, LevelPromise]:
+def _evidence(choice: Mapping[str, object]) -> tuple[int, int]:
+    """(members, true positives) behind a level's promise: the out-of-fold counts, or for a model trained
+    before they were recorded, the threshold fold's own (in-sample, so somewhat optimistic) counts."""
+    members = int(choice.get("promise_members") or 0)  # type: ignore[call-overload]
+    if members > 0:
+        return members, int(choice.get("promise_true_positives") or 0)  # type: ignore[call-overload]
+    holdout = int(choice.get("holdout_members") or 0)  # type: ignore[call-overload]
+    precision = choice.get("expected_precision")
+    if holdout > 0 and precision is not None:
+        return holdout, round(float(precision) * holdout)  # type: ignore[arg-type]
+    return 0, 0
+
+
+def promises_from_choices(choices: Mapping[str, Mapping[str, object]], confidence: float = 0.95,
+                          ) -> dict[str, LevelPromise]:
     """Level promises from the `thresholds.json` a training run logs ({level: ThresholdChoice fields}).
 
-    The lower bound is kept only for a level that has a threshold: an unreachable level promised nothing.
+    The bound and its evidence are kept only for a level that has a threshold: an unreachable level
+    promised nothing.
     """
     promises: dict[str, LevelPromise] = {}
     for level, choice in choices.items():
         if "target_precision" not in choice:
             raise ValueError(f"threshold choice of level {level!r} lacks 'target_precision': {dict(choice)}")
-        bound = choice.get("precision_lower") if choice.get("threshold") is not None else None
+        reachable = choice.get("threshold") is not None
+        bound = choice.get("precision_lower") if reachable else None
+        members, true_positives = _evidence(choice) if reachable else (0, 0)
         promises[level] = LevelPromise(float(choice["target_precision"]),  # type: ignore[arg-type]
-                                       None if bound is None else float(bound))  # type: ignore[arg-type]
+                                       None if bound is None else float(bound),  # type: ignore[arg-type]
+                                       members, true_positives, confidence)
     return promises
+
+
+def _promised_bound(promise: LevelPromise, members: Column) -> Column:
+    if promise.lower_bound is None:
+        return F.lit(None).cast("double")
+    if promise.evidence_members > 0:
+        return prediction_lower_bound(promise.evidence_true_positives, promise.evidence_members, members,
+                                      promise.confidence)
+    return F.lit(promise.lower_bound).cast("double")
 
 
 def default_level_columns(levels: Sequence[str], segment_level: str) -> dict[str, str]:
@@ -196,7 +252,7 @@ def backtest_rows(
         F.struct(
             F.lit(level).alias("level"),
             F.lit(promise.promised_precision).cast("double").alias("promised_precision"),
-            F.lit(promise.lower_bound).cast("double").alias("promised_lower_bound"),
+            _promised_bound(promise, F.col(f"m{i}")).alias("promised_lower_bound"),
             F.col(f"m{i}").alias("members"), F.col(f"tp{i}").alias("true_positives"),
             F.col(f"tm{i}").alias("treated_members"), F.col(f"tp_t{i}").alias("treated_positives"),
             F.col(f"cm{i}").alias("control_members"), F.col(f"tp_c{i}").alias("control_positives"),

@@ -56,7 +56,8 @@ def write_backtest(spark: SparkSession, cfg: AppConfig, events: DataFrame, segme
         run_row = scored.select("mlflow_run_id").first()
         if run_row is not None:
             # The promise is the one made by the model that scored that night, not tonight's model.
-            promises = promises_from_choices(run_artifact_json(run_row["mlflow_run_id"], "thresholds.json"))
+            promises = promises_from_choices(run_artifact_json(run_row["mlflow_run_id"], "thresholds.json"),
+                                             cfg.nightly.confidence)
             rows = night_ledger(events, scored, segment, promises, run_date)
             tables.write_output(rows, cfg, tables.SEGMENT_BACKTEST,
                                 {"segment": segment.name, "scored_date": scored_date},

@@ -110,8 +110,13 @@ def timer_for(logger: logging.Logger, segment: str, run_date: date) -> StageTime
 
 
 def retrain_decision(champion_run_date: date | None, run_date: date, every_days: int, mode: str,
-                     triggers: Sequence[str] = ()) -> str | None:
-    """Why this night must (re)train, or None when the champion can score it."""
+                     triggers: Sequence[str] = (), last_trained_run_date: date | None = None) -> str | None:
+    """Why this night must (re)train, or None when the champion can score it.
+
+    The `retrain_every` clock runs from the newest training on or before this night
+    (`last_trained_run_date`, the `challenger`), not from the champion: a challenger that lost to the
+    champion still restarts it, otherwise an unbeaten champion would retrain every night once it is old.
+    """
     if mode == "always":
         return "--retrain always"
     if champion_run_date is None:
@@ -121,9 +126,13 @@ def retrain_decision(champion_run_date: date | None, run_date: date, every_days:
         return f"champion was trained for {champion_run_date}, after this run date"
     if mode == "never":
         return None
-    age = (run_date - champion_run_date).days
+    newest = champion_run_date
+    if last_trained_run_date is not None and newest < last_trained_run_date <= run_date:
+        newest = last_trained_run_date
+    age = (run_date - newest).days
     if age >= every_days:
-        return f"champion is {age} days old (retrain_every {every_days}d)"
+        what = "champion" if newest == champion_run_date else f"last training ({newest})"
+        return f"{what} is {age} days old (retrain_every {every_days}d)"
     if triggers:
         return "; ".join(triggers)
     return None
@@ -234,7 +243,8 @@ def run_segment(spark: SparkSession, cfg: AppConfig, segment: SegmentDefinition,
         triggers = retrain_triggers(previous.score_psi, cfg.nightly.score_psi_retrain, previous.precision_flag,
                                     cfg.nightly.backtest_flag_nights)
         why = retrain_decision(champion.trained_run_date if champion else None, run_date,
-                               segment.training.retrain_every.days, retrain, triggers)
+                               segment.training.retrain_every.days, retrain, triggers,
+                               tracking.last_trained_run_date(cfg.mlflow, segment.name))
         trained_version: str | None = None
         if why is not None:
             log.info("[%s %s] training: %s", segment.name, run_date, why)

@@ -286,6 +286,21 @@ def _thresholds_from_tags(tags: Mapping[str, str]) -> dict[str, float | None]:
             for key, value in tags.items() if key.startswith(THRESHOLD_TAG_PREFIX)}
 
 
+def last_trained_run_date(cfg: MlflowConfig, segment_name: str) -> date | None:
+    """Run date of the newest trained version (the `challenger` alias), or None when nothing was trained."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = mlflow.MlflowClient().get_model_version_by_alias(registered_model_name(cfg, segment_name), CHALLENGER)
+    except MlflowException as exc:
+        if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower():
+            return None
+        raise
+    run_date = (version.tags or {}).get(TAG_RUN_DATE)
+    return date.fromisoformat(run_date) if run_date else None
+
+
 def load_champion(cfg: MlflowConfig, segment_name: str) -> ChampionInfo | None:
     """The current champion of a segment and its thresholds, or None when there is none."""
     version = champion_version(cfg, segment_name)

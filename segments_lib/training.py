@@ -193,6 +193,10 @@ def train_from_frame(
             curve = calibration.threshold_curve(fold_table, cfg.nightly.threshold_curve_points, cfg.nightly.confidence)
             choices = calibration.choose_thresholds(fold_table, _levels(cfg, segment),
                                                     cfg.nightly.min_segment_size, cfg.nightly.confidence)
+            evidence = calibration.out_of_fold_evidence(calibrated.threshold_fold, _levels(cfg, segment),
+                                                        cfg.nightly.min_segment_size, cfg.nightly.confidence,
+                                                        segment.training.seed)
+            choices = calibration.with_evidence(choices, evidence)
             metrics.update(brier_raw=calibrated.brier_before, brier_calibrated=calibrated.brier_after)
         final_model = PipelineModel(stages=[*fit.model.stages, calibrated.calibrator])
         outcome = _log_and_register(cfg, segment, calendar, events_version, frame, feature_cols, fit,

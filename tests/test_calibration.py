@@ -20,14 +20,17 @@ from segments_lib.calibration import (
     STATUS_UNREACHABLE,
     ThresholdChoice,
     choose_thresholds,
+    counts_at,
     expected_sizes,
     fit_calibrator,
     member_flag,
+    out_of_fold_evidence,
     precision_lower_bound,
     precision_tier,
     score_table,
     split_folds,
     threshold_curve,
+    with_evidence,
 )
 
 
@@ -293,3 +296,27 @@ def test_fit_calibrator_names_the_missing_column(spark) -> None:
     holdout = _miscalibrated(spark).drop("label")
     with pytest.raises(ValueError, match=r"holdout: missing column\(s\) \['label'\]"):
         fit_calibrator(holdout, seed=1)
+
+
+def test_counts_at_a_threshold_include_everyone_at_or_above_it() -> None:
+    table = pd.DataFrame({"threshold": [0.1, 0.2, 0.5, 0.8], "members": [10, 8, 6, 2],
+                          "true_positives": [5, 4, 3, 1]})
+    assert counts_at(table, 0.5) == (6, 3)
+    assert counts_at(table, 0.3) == (6, 3)  # between observed scores: the next one up
+    assert counts_at(table, 0.05) == (10, 5)
+    assert counts_at(table, 0.9) == (0, 0)
+
+
+def test_out_of_fold_evidence_counts_every_user_at_the_threshold_once(spark) -> None:
+    # 40 positives at 0.9 and 40 negatives at 0.1: whatever the hash split, each half picks 0.9 for the 0.5
+    # level (0.1 takes everyone at precision ~0.5), and the other half's users at 0.9 are counted: all 40, once.
+    rows = [(f"p{i}", 0.9, 1.0) for i in range(40)] + [(f"n{i}", 0.1, 0.0) for i in range(40)]
+    fold = spark.createDataFrame(rows, "user_id string, score double, label double")
+    evidence = out_of_fold_evidence(fold, {"low": 0.5, "impossible": 0.99}, min_segment_size=10,
+                                    confidence=0.95, seed=7)
+    # 0.99 needs 0.05 ** (1 / n) >= 0.99, n >= 299 hits per half: unreachable on either half.
+    assert evidence == {"low": (40, 40), "impossible": (0, 0)}
+    choices = with_evidence({"low": ThresholdChoice("low", 0.5, STATUS_OK, 0.9, 1.0, 0.93, 1.0, 40, 1.0, 40),
+                             "impossible": _choice("impossible", 0.99, None)}, evidence)
+    assert (choices["low"].promise_members, choices["low"].promise_true_positives) == (40, 40)
+    assert choices["impossible"].promise_members == 0

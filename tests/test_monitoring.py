@@ -23,6 +23,7 @@ from segments_lib.monitoring import (
     membership_churn,
     night_ledger,
     precision_flag,
+    prediction_lower_bound,
     promise_kept_share,
     promises_from_choices,
     psi,
@@ -276,6 +277,42 @@ def test_promise_kept_share_counts_only_judged_nights() -> None:
     assert summary.loc["high", ["nights_judged", "nights_kept", "nights_without_verdict"]].tolist() == [3, 2, 1]
     assert summary.loc["high", "share_kept"] == pytest.approx(2 / 3)
     assert summary.loc["low", "nights_judged"] == 0 and math.isnan(summary.loc["low", "share_kept"])
+
+
+def test_prediction_bound_widens_for_small_nights(spark) -> None:
+    from pyspark.sql import functions as F
+
+    # Holdout evidence 80 of 100: p = 80.5 / 101; variance p(1 − p)(1/100 + 1/m); z(0.95) = 1.6448536.
+    bounds = spark.createDataFrame([(50,), (3,), (0,)], "m int").select(
+        "m", prediction_lower_bound(80, 100, F.col("m"), 0.95).alias("bound")).collect()
+    by_m = {r.m: r.bound for r in bounds}
+    assert by_m[50] == pytest.approx(0.682441, abs=1e-6)
+    assert by_m[3] == pytest.approx(0.409381, abs=1e-6)
+    assert by_m[0] is None
+
+
+def test_ledger_bound_uses_the_evidence_and_tonights_members(spark, seven_users) -> None:
+    membership, labels = seven_users
+    promises = {"medium": LevelPromise(0.6, 0.57, evidence_members=100, evidence_true_positives=80),
+                "high": LevelPromise(0.8, None, evidence_members=100, evidence_true_positives=80)}
+    rows = {r.level: r for r in backtest_rows(membership, labels, promises, S, D).collect()}
+    # medium has 3 members (u1 +, u2 −, u3 +): bound 0.409381 from the hand computation above; 2/3 >= it.
+    assert rows["medium"].promised_lower_bound == pytest.approx(0.409381, abs=1e-6)
+    assert rows["medium"].meets_lower_bound is True
+    # An unreachable level promised nothing, evidence or not.
+    assert rows["high"].promised_lower_bound is None and rows["high"].meets_lower_bound is None
+
+
+def test_promises_from_choices_read_out_of_fold_evidence_or_fall_back_to_the_holdout() -> None:
+    choices = {
+        "medium": {"target_precision": 0.6, "threshold": 0.41, "precision_lower": 0.57, "expected_precision": 0.7,
+                   "holdout_members": 200, "promise_members": 190, "promise_true_positives": 120},
+        "low": {"target_precision": 0.4, "threshold": 0.2, "precision_lower": 0.45, "expected_precision": 0.5,
+                "holdout_members": 300},  # a model trained before out-of-fold counts were recorded
+    }
+    promises = promises_from_choices(choices, confidence=0.9)
+    assert promises["medium"] == LevelPromise(0.6, 0.57, 190, 120, 0.9)
+    assert promises["low"] == LevelPromise(0.4, 0.45, 300, 150, 0.9)
 
 
 def test_promises_from_choices_drop_the_bound_of_unreachable_levels() -> None:

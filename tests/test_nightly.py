@@ -153,6 +153,19 @@ def test_retrain_decision(champion_date: date | None, mode: str, expected: str |
     assert retrain_decision(champion_date, RUN_DATE, 7, mode) == expected
 
 
+@pytest.mark.parametrize(("last_trained", "expected"), [
+    # A challenger trained 3 days ago lost to the 20-day-old champion: the clock restarted 3 days ago.
+    (date(2026, 5, 29), None),
+    (date(2026, 5, 25), "last training (2026-05-25) is 7 days old (retrain_every 7d)"),
+    # A training for a later night (a backfill ran ahead) does not reset this night's clock.
+    (date(2026, 6, 3), "champion is 20 days old (retrain_every 7d)"),
+    (None, "champion is 20 days old (retrain_every 7d)"),
+])
+def test_retrain_clock_runs_from_the_newest_training(last_trained: date | None, expected: str | None) -> None:
+    champion = date(2026, 5, 12)  # RUN_DATE is 2026-06-01
+    assert retrain_decision(champion, RUN_DATE, 7, "auto", last_trained_run_date=last_trained) == expected
+
+
 def test_backtest_judges_the_closed_night_against_what_happened(spark, night: AppConfig) -> None:
     """Realized precision of the 05-25 membership, checked against purchases counted directly in the events."""
     scored_date = NIGHTS[0]
