@@ -29,7 +29,10 @@ def test_nightly_job_runs_on_a_standalone_cluster(spark, tmp_path: Path) -> None
     overlay.write_text(yaml.safe_dump({
         "workspace": str(workspace),
         "segments_file": str(segments_file),
-        "spark": {"master": None, "conf": {"spark.sql.shuffle.partitions": "2", "spark.ui.enabled": "false"}},
+        # snapshotPartitions as conf/local.yaml: Delta's default 50 log-replay tasks per table read cost
+        # more than the work itself on a one-core executor.
+        "spark": {"master": None, "conf": {"spark.sql.shuffle.partitions": "2", "spark.ui.enabled": "false",
+                                           "spark.databricks.delta.snapshotPartitions": "2"}},
     }))
     cfg = make_config(workspace, segments_file=str(segments_file))
     write_demo_events(spark, cfg, users=800, days=60)

@@ -87,7 +87,7 @@ def test_thrift_server_serves_the_current_view_and_its_catalog_survives_a_restar
     overlay.write_text(
         f"workspace: {workspace}\n"
         "spark:\n  master: local[1]\n  conf:\n    spark.driver.memory: 1g\n    spark.ui.enabled: 'false'\n"
-        "    spark.sql.shuffle.partitions: '1'\n"
+        "    spark.sql.shuffle.partitions: '1'\n    spark.databricks.delta.snapshotPartitions: '1'\n"
     )
 
     with sql_server(overlay, tmp_path / "first.log") as server:
