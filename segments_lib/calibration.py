@@ -348,12 +348,11 @@ def out_of_fold_evidence(
 def with_evidence(choices: Mapping[str, ThresholdChoice], evidence: Mapping[str, tuple[int, int]],
                   ) -> dict[str, ThresholdChoice]:
     """The choices with their out-of-fold promise counts attached (an unreachable level keeps 0, 0)."""
-    return {
-        level: replace(choice, promise_members=evidence.get(level, (0, 0))[0],
-                       promise_true_positives=evidence.get(level, (0, 0))[1])
-        if choice.threshold is not None else choice
-        for level, choice in choices.items()
-    }
+    attached: dict[str, ThresholdChoice] = {}
+    for level, choice in choices.items():
+        members, true_positives = evidence.get(level, (0, 0)) if choice.threshold is not None else (0, 0)
+        attached[level] = replace(choice, promise_members=members, promise_true_positives=true_positives)
+    return attached
 
 
 def member_flag(score: Column, choice: ThresholdChoice) -> Column:

@@ -95,8 +95,7 @@ class LevelPromise:
     confidence: float = 0.95
 
 
-def prediction_lower_bound(evidence_tp: Column | int, evidence_n: Column | int, members: Column,
-                           confidence: float) -> Column:
+def prediction_lower_bound(evidence_tp: int, evidence_n: int, members: Column, confidence: float) -> Column:
     """Lower `confidence` prediction bound on the precision of `members` new members (normal approximation).
 
     p = (tp + ½) / (n + 1) (the Jeffreys-adjusted holdout precision; never exactly 0 or 1), and the variance
@@ -104,11 +103,9 @@ def prediction_lower_bound(evidence_tp: Column | int, evidence_n: Column | int, 
     plus the binomial noise of m members. Null without members.
     """
     z = NormalDist().inv_cdf(confidence)
-    tp = evidence_tp if isinstance(evidence_tp, Column) else F.lit(evidence_tp)
-    n = evidence_n if isinstance(evidence_n, Column) else F.lit(evidence_n)
-    p = (tp + F.lit(0.5)) / (n + F.lit(1.0))
-    spread = F.sqrt(p * (F.lit(1.0) - p) * (F.lit(1.0) / n + F.lit(1.0) / members))
-    return F.when(members > 0, F.greatest(p - F.lit(z) * spread, F.lit(0.0)))
+    p = (evidence_tp + 0.5) / (evidence_n + 1.0)
+    spread = F.sqrt(F.lit(p * (1.0 - p)) * (F.lit(1.0 / evidence_n) + F.lit(1.0) / members))
+    return F.when(members > 0, F.greatest(F.lit(p) - F.lit(z) * spread, F.lit(0.0)))
 
 
 def backtest_scored_date(evaluated_on: date, horizon: timedelta) -> date:

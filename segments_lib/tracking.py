@@ -222,17 +222,22 @@ def register_model(
     return version
 
 
-def champion_version(cfg: MlflowConfig, segment_name: str) -> Any | None:
-    """The ModelVersion holding the `champion` alias, or None (no registered model or no champion yet)."""
+def _version_by_alias(cfg: MlflowConfig, segment_name: str, alias: str) -> Any | None:
+    """The ModelVersion holding `alias`, or None (no registered model, or the alias is not set yet)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     try:
-        return mlflow.MlflowClient().get_model_version_by_alias(registered_model_name(cfg, segment_name), CHAMPION)
+        return mlflow.MlflowClient().get_model_version_by_alias(registered_model_name(cfg, segment_name), alias)
     except MlflowException as exc:
         if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower():
             return None
         raise
+
+
+def champion_version(cfg: MlflowConfig, segment_name: str) -> Any | None:
+    """The ModelVersion holding the `champion` alias, or None (no registered model or no champion yet)."""
+    return _version_by_alias(cfg, segment_name, CHAMPION)
 
 
 def decide_promotion(new_auc_pr: float, champion_auc_pr: float | None, champion: str | None) -> PromotionDecision:
@@ -288,17 +293,8 @@ def _thresholds_from_tags(tags: Mapping[str, str]) -> dict[str, float | None]:
 
 def last_trained_run_date(cfg: MlflowConfig, segment_name: str) -> date | None:
     """Run date of the newest trained version (the `challenger` alias), or None when nothing was trained."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        version = mlflow.MlflowClient().get_model_version_by_alias(registered_model_name(cfg, segment_name), CHALLENGER)
-    except MlflowException as exc:
-        if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower():
-            return None
-        raise
-    run_date = (version.tags or {}).get(TAG_RUN_DATE)
-    return date.fromisoformat(run_date) if run_date else None
+    version = _version_by_alias(cfg, segment_name, CHALLENGER)
+    return None if version is None else _model_info(cfg, segment_name, version).trained_run_date
 
 
 def load_champion(cfg: MlflowConfig, segment_name: str) -> ChampionInfo | None:
