@@ -82,7 +82,7 @@ class LevelPromise:
     """What a level promised on the holdout (None bound: unreachable, nothing promised).
 
     With evidence (`evidence_members` > 0: members and true positives at the threshold, counted out of
-    fold on the holdout, see `calibration.out_of_fold_evidence`), a night's promised lower bound is the
+    fold on the holdout, see `calibration.with_evidence`), a night's promised lower bound is the
     one-sided `confidence` *prediction* bound on the precision of that night's members
     (`prediction_lower_bound`): it covers the noise of the holdout and of a night of that size. Without
     evidence it is the fixed `lower_bound`.

@@ -188,15 +188,14 @@ def train_from_frame(
                        "n_validation": float(fit.n_validation), "train_seconds": fit.fit_seconds}
         with timer.stage("calibration"):
             calibrated = calibration.fit_calibrator(scored, seed=segment.training.seed)
-            # One aggregation of the threshold fold serves both the curve and the choices.
-            fold_table = calibration.score_table(calibrated.threshold_fold)
-            curve = calibration.threshold_curve(fold_table, cfg.nightly.threshold_curve_points, cfg.nightly.confidence)
-            choices = calibration.choose_thresholds(fold_table, _levels(cfg, segment),
-                                                    cfg.nightly.min_segment_size, cfg.nightly.confidence)
-            evidence = calibration.out_of_fold_evidence(calibrated.threshold_fold, _levels(cfg, segment),
-                                                        cfg.nightly.min_segment_size, cfg.nightly.confidence,
-                                                        segment.training.seed)
-            choices = calibration.with_evidence(choices, evidence)
+            curve = calibration.threshold_curve(calibration.score_table(calibrated.threshold_fold),
+                                                cfg.nightly.threshold_curve_points, cfg.nightly.confidence)
+            choice_half, evidence_half = calibration.split_threshold_fold(calibrated.threshold_fold,
+                                                                          segment.training.seed)
+            # The minimum size counts threshold-fold members; the choice half holds about half of them.
+            choices = calibration.choose_thresholds(calibration.score_table(choice_half), _levels(cfg, segment),
+                                                    max(1, cfg.nightly.min_segment_size // 2), cfg.nightly.confidence)
+            choices = calibration.with_evidence(choices, calibration.score_table(evidence_half))
             metrics.update(brier_raw=calibrated.brier_before, brier_calibrated=calibrated.brier_after)
         final_model = PipelineModel(stages=[*fit.model.stages, calibrated.calibrator])
         outcome = _log_and_register(cfg, segment, calendar, events_version, frame, feature_cols, fit,

@@ -24,11 +24,11 @@ from segments_lib.calibration import (
     expected_sizes,
     fit_calibrator,
     member_flag,
-    out_of_fold_evidence,
     precision_lower_bound,
     precision_tier,
     score_table,
     split_folds,
+    split_threshold_fold,
     threshold_curve,
     with_evidence,
 )
@@ -307,16 +307,33 @@ def test_counts_at_a_threshold_include_everyone_at_or_above_it() -> None:
     assert counts_at(table, 0.9) == (0, 0)
 
 
-def test_out_of_fold_evidence_counts_every_user_at_the_threshold_once(spark) -> None:
-    # 40 positives at 0.9 and 40 negatives at 0.1: whatever the hash split, each half picks 0.9 for the 0.5
-    # level (0.1 takes everyone at precision ~0.5), and the other half's users at 0.9 are counted: all 40, once.
-    rows = [(f"p{i}", 0.9, 1.0) for i in range(40)] + [(f"n{i}", 0.1, 0.0) for i in range(40)]
+def test_threshold_fold_halves_are_disjoint_cover_it_and_are_stable(spark) -> None:
+    rows = [(f"u{i}", 0.5, 1.0) for i in range(200)]
     fold = spark.createDataFrame(rows, "user_id string, score double, label double")
-    evidence = out_of_fold_evidence(fold, {"low": 0.5, "impossible": 0.99}, min_segment_size=10,
-                                    confidence=0.95, seed=7)
-    # 0.99 needs 0.05 ** (1 / n) >= 0.99, n >= 299 hits per half: unreachable on either half.
-    assert evidence == {"low": (40, 40), "impossible": (0, 0)}
-    choices = with_evidence({"low": ThresholdChoice("low", 0.5, STATUS_OK, 0.9, 1.0, 0.93, 1.0, 40, 1.0, 40),
-                             "impossible": _choice("impossible", 0.99, None)}, evidence)
-    assert (choices["low"].promise_members, choices["low"].promise_true_positives) == (40, 40)
-    assert choices["impossible"].promise_members == 0
+    choice, evidence = split_threshold_fold(fold, seed=7)
+    choice_ids = {r.user_id for r in choice.collect()}
+    evidence_ids = {r.user_id for r in evidence.collect()}
+    assert not choice_ids & evidence_ids and len(choice_ids | evidence_ids) == 200
+    # A fair hash: each half holds 100 +- 3 sigma (15) of the 200 users.
+    assert 85 <= len(choice_ids) <= 115
+    assert {r.user_id for r in split_threshold_fold(fold, seed=7)[0].collect()} == choice_ids
+    # Independent of the calibration split: the threshold fold's own users land in both halves.
+    _, threshold_fold = split_folds(fold, seed=7)
+    thr_choice, thr_evidence = split_threshold_fold(threshold_fold, seed=7)
+    assert thr_choice.count() > 20 and thr_evidence.count() > 20
+
+
+def test_evidence_is_counted_at_the_production_threshold_on_the_evidence_half() -> None:
+    # Evidence half: scores 0.1 / 0.4 / 0.7 / 0.9 with 10 / 8 / 6 / 2 users at or above, 5 / 4 / 3 / 1 hits.
+    evidence_table = pd.DataFrame({"threshold": [0.1, 0.4, 0.7, 0.9], "members": [10, 8, 6, 2],
+                                   "true_positives": [5, 4, 3, 1]})
+    choices = with_evidence({"low": ThresholdChoice("low", 0.5, STATUS_OK, 0.4, 0.8, 0.6, 0.9, 30, 1.0, 5),
+                             # 0.75 was chosen on the other half; here the users at or above it score 0.9.
+                             "medium": ThresholdChoice("medium", 0.6, STATUS_OK, 0.75, 0.9, 0.7, 0.5, 12, 1.0, 5),
+                             "impossible": _choice("impossible", 0.99, None)}, evidence_table)
+    assert (choices["low"].promise_members, choices["low"].promise_true_positives) == (8, 4)
+    assert (choices["medium"].promise_members, choices["medium"].promise_true_positives) == (2, 1)
+    assert (choices["impossible"].promise_members, choices["impossible"].promise_true_positives) == (0, 0)
+    # What was chosen stays as chosen: only the evidence is attached.
+    assert choices["low"].threshold == 0.4 and choices["low"].holdout_members == 30
+    assert with_evidence(choices, evidence_table.iloc[0:0])["low"].promise_members == 0
