@@ -134,8 +134,9 @@ def labels_for_membership(events: DataFrame, membership: DataFrame, target: Targ
 
 
 def _evidence(choice: Mapping[str, object]) -> tuple[int, int]:
-    """(members, true positives) behind a level's promise: the out-of-fold counts, or for a model trained
-    before they were recorded, the threshold fold's own (in-sample, so somewhat optimistic) counts."""
+    """(members, true positives) behind a level's promise: the held-out evidence counts, or without them (a
+    model trained before they were recorded) the counts of the rows that chose the threshold, which are
+    somewhat optimistic."""
     members = int(choice.get("promise_members") or 0)  # type: ignore[call-overload]
     if members > 0:
         return members, int(choice.get("promise_true_positives") or 0)  # type: ignore[call-overload]
