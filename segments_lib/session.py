@@ -139,6 +139,20 @@ def submitted_conf() -> dict[str, str]:
     return dict(SparkConf().getAll())
 
 
+def local_mode_conf(master: str) -> dict[str, str]:
+    """Defaults for a local master (a setting in the config still wins).
+
+    In local mode the only executor is the driver's own JVM, so the driver's heartbeat expiry can only
+    misfire. And it does: Spark 4.2 has a race (SPARK-59451, apache/spark#58785) in which the executor's
+    heartbeat thread reads a half-deserialized accumulator, throws and stops; 120 s later the driver
+    declares its own executor lost ("Removing executor driver with no recent heartbeats"), which fails
+    the tasks running on it. Seen once in a 20-minute benchmark; harmless to switch off locally.
+    """
+    if not master.startswith("local"):
+        return {}
+    return {"spark.storage.blockManagerHeartbeatTimeoutMs": "7d"}
+
+
 def build_session(cfg: SparkConfig, app_name: str | None = None):  # -> SparkSession
     """Create (or reuse) a SparkSession with Delta configured, never overriding what is already set."""
     check_java()
@@ -156,6 +170,7 @@ def build_session(cfg: SparkConfig, app_name: str | None = None):  # -> SparkSes
         wanted["spark.sql.extensions"] = ",".join(e for e in (extensions, DELTA_EXTENSION) if e)
     if "spark.sql.catalog.spark_catalog" not in fixed:
         wanted["spark.sql.catalog.spark_catalog"] = DELTA_CATALOG
+    wanted = {**local_mode_conf(fixed.get("spark.master", wanted["spark.master"])), **wanted}
 
     jar_conf: dict[str, str] = {}
     has_delta_jars = any("delta" in fixed.get(k, "") for k in ("spark.jars", "spark.jars.packages"))

@@ -13,7 +13,7 @@ from pyspark.sql import Row
 
 from segments_lib import tables
 from segments_lib.config import ConfigError, load_config
-from segments_lib.session import cached_delta_jars, parse_java_major
+from segments_lib.session import cached_delta_jars, local_mode_conf, parse_java_major
 from tests.conftest import make_config
 
 
@@ -101,6 +101,13 @@ def test_session_respects_master_set_by_spark_submit(spark, tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MASTER=local[1]" in result.stdout
     assert "ROWS=3" in result.stdout
+
+
+def test_local_sessions_never_expire_their_own_executor(spark) -> None:
+    # The test session is local[2]: the heartbeat expiry that misfires under SPARK-59451 is off.
+    assert spark.sparkContext.getConf().get("spark.storage.blockManagerHeartbeatTimeoutMs") == "7d"
+    assert local_mode_conf("local[*]") == {"spark.storage.blockManagerHeartbeatTimeoutMs": "7d"}
+    assert local_mode_conf("spark://master:7077") == {}
 
 
 def test_overlay_merges_onto_base(tmp_path: Path) -> None:
