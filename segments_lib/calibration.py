@@ -112,10 +112,20 @@ def precision_lower_bound(tp: int, n: int, confidence: float = 0.95) -> float:
     return float(precision_lower_bounds(np.array([tp]), np.array([n]), confidence)[0])
 
 
-def split_folds(holdout: DataFrame, seed: int) -> tuple[DataFrame, DataFrame]:
-    """(calibration fold, threshold fold) by a seeded hash of user_id: stable across runs and Spark plans."""
+def _fold_hash(seed: int, salt: str, *parts: str) -> Column:
+    keys = [F.lit(seed), *(F.lit(p) for p in parts), *([F.lit(salt)] if salt else []), F.col("user_id")]
+    return F.pmod(F.xxhash64(*keys), F.lit(2))
+
+
+def split_folds(holdout: DataFrame, seed: int, salt: str = "") -> tuple[DataFrame, DataFrame]:
+    """(calibration fold, threshold fold) by a seeded hash of user_id: stable across runs and Spark plans.
+
+    Training salts the hash with the calibration date: users keep their habits for months, so a fixed
+    split would hand the same lucky (or unlucky) users to the same fold in every training, and the
+    error of the promise would repeat instead of averaging out (benchmarks/RESULTS.md, "Promise ledger").
+    """
     _require_columns(holdout, ["user_id"], "holdout")
-    fold = F.pmod(F.xxhash64(F.lit(seed), F.col("user_id")), F.lit(2))
+    fold = _fold_hash(seed, salt)
     return holdout.where(fold == CALIBRATION_FOLD), holdout.where(fold == THRESHOLD_FOLD)
 
 
@@ -142,11 +152,12 @@ def _reliability(scored: DataFrame, raw_col: str, n_bins: int) -> pd.DataFrame:
 
 
 def fit_calibrator(
-    holdout: DataFrame, seed: int, raw_col: str = "raw_score", reliability_bins: int = RELIABILITY_BINS
+    holdout: DataFrame, seed: int, raw_col: str = "raw_score", reliability_bins: int = RELIABILITY_BINS,
+    salt: str = "",
 ) -> CalibrationResult:
     """Isotonic regression `raw_col -> score` fitted on the calibration fold, judged on the threshold fold."""
     _require_columns(holdout, ["user_id", raw_col, "label"], "holdout")
-    calibration, thresholds = split_folds(holdout, seed)
+    calibration, thresholds = split_folds(holdout, seed, salt)
     label = F.col("label").cast("double").alias("label")
     calibration = calibration.select(F.col(raw_col).cast("double").alias(raw_col), label)
     counts = calibration.agg(F.count(F.lit(1)).alias("n")).first()
@@ -319,14 +330,14 @@ def counts_at(table: pd.DataFrame, threshold: float) -> tuple[int, int]:
     return int(table["members"].iloc[index]), int(table["true_positives"].iloc[index])
 
 
-def split_threshold_fold(threshold_fold: DataFrame, seed: int) -> tuple[DataFrame, DataFrame]:
+def split_threshold_fold(threshold_fold: DataFrame, seed: int, salt: str = "") -> tuple[DataFrame, DataFrame]:
     """(choice half, evidence half) of the threshold fold, by a second seeded hash of user_id.
 
     The choice half picks each level's threshold; the evidence half, which neither fitted the calibrator
     nor chose the threshold, counts members and true positives at that very threshold (`with_evidence`).
     """
     _require_columns(threshold_fold, ["user_id"], "threshold_fold")
-    half = F.pmod(F.xxhash64(F.lit(seed), F.lit("promise"), F.col("user_id")), F.lit(2))
+    half = _fold_hash(seed, salt, "promise")
     return threshold_fold.where(half == 0), threshold_fold.where(half == 1)
 
 

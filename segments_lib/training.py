@@ -187,11 +187,13 @@ def train_from_frame(
             metrics = {**holdout_metrics(scored), "n_train": float(fit.n_train),
                        "n_validation": float(fit.n_validation), "train_seconds": fit.fit_seconds}
         with timer.stage("calibration"):
-            calibrated = calibration.fit_calibrator(scored, seed=segment.training.seed)
+            # A fresh split per calibration snapshot: see calibration.split_folds.
+            fold_salt = calendar.calibration.date().isoformat()
+            calibrated = calibration.fit_calibrator(scored, seed=segment.training.seed, salt=fold_salt)
             curve = calibration.threshold_curve(calibration.score_table(calibrated.threshold_fold),
                                                 cfg.nightly.threshold_curve_points, cfg.nightly.confidence)
             choice_half, evidence_half = calibration.split_threshold_fold(calibrated.threshold_fold,
-                                                                          segment.training.seed)
+                                                                          segment.training.seed, fold_salt)
             # The minimum size counts threshold-fold members; the choice half holds about half of them.
             choices = calibration.choose_thresholds(calibration.score_table(choice_half), _levels(cfg, segment),
                                                     max(1, cfg.nightly.min_segment_size // 2), cfg.nightly.confidence)
