@@ -15,7 +15,8 @@ RUNTIME = [
     "numpy>=1.26,<3",
     "pyarrow>=15",
     "matplotlib>=3.8",
-    "scipy>=1.11",  # Clopper–Pearson bounds (segments_lib.calibration)
+    "scipy>=1.11",  # Clopper–Pearson bounds (segments_lib.promise.calibration)
+    "deltalake>=1.0",  # writes the generated demo events without Spark (tables.write_arrow_delta)
 ]
 
 DEV = [
@@ -23,7 +24,6 @@ DEV = [
     "pytest-timeout>=2.3",
     "hypothesis>=6.100",
     "ruff>=0.6",
-    "deltalake>=1.0",
     "duckdb>=1.1",
     "lightgbm>=4.3",
     "scikit-learn>=1.4",

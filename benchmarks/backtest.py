@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/backtest.py --users 3000 --nights 30 --workspace /tmp/bench_backtest
 
-1. Demo events (`segments_lib.demo`, users × days ending at demo.end_date) are written once to the
+1. Demo events (`segments_lib.intake.demo`, users × days ending at demo.end_date) are written once to the
    workspace's events table with delta-rs.
 2. The nightly segment code (`runner.run_night`, retrain auto: weekly retraining, champion/challenger)
    scores every run date S some evaluated night needs: S = D − ceil(horizon) for the last `--nights`
@@ -31,10 +31,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from segments_lib import tables
 from segments_lib.config import AppConfig, load_config
-from segments_lib.definitions import SegmentDefinition
+from segments_lib.language.definitions import SegmentDefinition
 from segments_lib.progress import configure_logging
+from segments_lib.store import tables
 
 log = logging.getLogger("benchmarks.backtest")
 
@@ -57,7 +57,7 @@ def evaluated_nights(end: date, nights: int) -> list[date]:
 
 
 def scored_dates(segment: SegmentDefinition, nights: list[date]) -> list[date]:
-    from segments_lib.monitoring import backtest_scored_date
+    from segments_lib.promise.ledger import backtest_scored_date
 
     return [backtest_scored_date(d, segment.horizon) for d in nights]
 
@@ -65,7 +65,7 @@ def scored_dates(segment: SegmentDefinition, nights: list[date]) -> list[date]:
 def write_demo_events(cfg: AppConfig, users: int, days: int) -> None:
     from deltalake import write_deltalake
 
-    from segments_lib import demo
+    from segments_lib.intake import demo
 
     if (cfg.events.path / "_delta_log").exists():
         log.info("demo events already at %s", cfg.events.path)
@@ -81,8 +81,8 @@ def write_demo_events(cfg: AppConfig, users: int, days: int) -> None:
 def backfill(spark, cfg: AppConfig, segments: list[SegmentDefinition], nights: list[date],
              max_minutes: float | None = None) -> float:
     """Score each segment's needed run dates in date order; returns the seconds spent."""
-    from segments_lib.nightly import summary_table, write_runs
-    from segments_lib.runner import prepare_events, run_night
+    from segments_lib.job.results import summary_table, write_runs
+    from segments_lib.job.runner import prepare_events, run_night
 
     start = time.perf_counter()
     prepared = prepare_events(spark, cfg, nights[-1])
@@ -105,8 +105,8 @@ def build_ledger(spark, cfg: AppConfig, segments: list[SegmentDefinition], night
     """Evaluate every night whose scored date has a membership; write and return the ledger rows."""
     from pyspark.sql import functions as F
 
-    from segments_lib.monitoring import night_ledger, promises_from_choices
-    from segments_lib.runner import run_artifact_json
+    from segments_lib.job.runner import run_artifact_json
+    from segments_lib.promise.ledger import night_ledger, promises_from_choices
 
     membership = tables.read_output(spark, cfg, tables.SEGMENT_MEMBERSHIP)
     if membership is None:
@@ -146,11 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     args = parse_args(argv)
     cfg = load_config("local", overrides={"workspace": str(Path(args.workspace).resolve())})
-    from segments_lib.monitoring import promise_kept_share
-    from segments_lib.runner import select_segments
-    from segments_lib.segment_config import load_segments
-    from segments_lib.session import build_session
-    from segments_lib.tracking import configure_mlflow
+    from segments_lib.job.runner import select_segments
+    from segments_lib.language.segment_config import load_segments
+    from segments_lib.promise.ledger import promise_kept_share
+    from segments_lib.store.session import build_session
+    from segments_lib.store.tracking import configure_mlflow
 
     segments = select_segments(load_segments(cfg.segments_file, cfg.precision_levels), args.segments)
     nights = evaluated_nights(date.fromisoformat(cfg.demo.end_date), args.nights)

@@ -4,7 +4,7 @@
     .venv/bin/python -m benchmarks.features --type-sweep 10M   # JVM memory vs the number of event types
     .venv/bin/python -m benchmarks.features --check   # tiny synthetic set: engine == naive == DuckDB
 
-Events come from the demo generator (`segments_lib.demo`) — or any `EventSource` passed to `run` —
+Events come from the demo generator (`segments_lib.intake.demo`) — or any `EventSource` passed to `run` —
 written once per size to Parquet under benchmarks/_work/. Every implementation then reads the same
 files in the same process run, so the ratios are side by side. Peak memory is the RSS of the JVM
 (psutil, the java child of this process) for Spark, and of this Python process for DuckDB.
@@ -38,8 +38,8 @@ from pyspark.sql import functions as F
 
 from benchmarks.naive_features import naive_features
 from segments_lib.config import load_config
-from segments_lib.definitions import DurationPair
-from segments_lib.feature_spec import (
+from segments_lib.features.engine import build_features
+from segments_lib.features.spec import (
     FeatureSpec,
     feature_columns,
     freq_name,
@@ -49,8 +49,8 @@ from segments_lib.feature_spec import (
     recency_name,
     value_name,
 )
-from segments_lib.features import build_features
-from segments_lib.session import build_session
+from segments_lib.language.definitions import DurationPair
+from segments_lib.store.session import build_session
 
 WORK = Path(__file__).resolve().parent / "_work"
 END = date(2026, 6, 1)
@@ -61,7 +61,7 @@ _US_DAY, _US_HOUR = 86_400_000_000, 3_600_000_000
 
 
 def demo_source(users: int, days: int) -> Iterator[pa.RecordBatch]:
-    from segments_lib.demo import generate_event_batches  # the demo generator is optional for --check
+    from segments_lib.intake.demo import generate_event_batches  # the demo generator is optional for --check
 
     return generate_event_batches(users=users, days=days, end_date=END)
 

@@ -21,7 +21,8 @@ import time
 from datetime import date
 from pathlib import Path
 
-from segments_lib import demo, tables
+from segments_lib.intake import demo
+from segments_lib.store import tables
 
 
 def _measure(mode: str, users: int, days: int, seed: int) -> dict[str, float]:

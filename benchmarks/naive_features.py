@@ -1,7 +1,7 @@
 """The naive feature pass, kept ONLY as the benchmark's comparison: one aggregate and one join per
 event type × window (and per family), which is the anti-pattern the engine avoids.
 
-It computes the same features as `segments_lib.features.build_features` for one snapshot, so the
+It computes the same features as `segments_lib.features.engine.build_features` for one snapshot, so the
 benchmark compares like with like.
 """
 
@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from segments_lib.feature_spec import (
+from segments_lib.features.spec import (
     FeatureSpec,
     feature_columns,
     freq_name,

@@ -14,10 +14,10 @@ from collections import defaultdict
 from datetime import date
 from pathlib import Path
 
-from segments_lib import tables
 from segments_lib.config import load_config
+from segments_lib.job.runner import run_job
 from segments_lib.progress import configure_logging
-from segments_lib.runner import run_job
+from segments_lib.store import tables
 
 WORK = Path(__file__).resolve().parent / "_work"
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from jobs import generate_demo_events
-    from segments_lib.session import build_session
+    from segments_lib.store.session import build_session
 
     workspace = WORK / f"nightly_{args.users}"
     cfg = load_config(args.conf, overrides={"workspace": str(workspace)})

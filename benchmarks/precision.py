@@ -5,7 +5,7 @@ has a closed label window [D, D + H) inside the history):
 
 1. train the segment's GBT on the calendar's training snapshots (D − 2H − k·S), as training does;
 2. score the calibration snapshot D − H, fit the isotonic calibrator on its calibration fold and choose
-   one threshold per precision level on its threshold fold (segments_lib.calibration);
+   one threshold per precision level on its threshold fold (segments_lib.promise.calibration);
 3. score the *next* complete snapshot, T = D, with the model + calibrator and the chosen thresholds,
    and measure the realized precision of each level against what happened in [D, D + H).
 
@@ -34,18 +34,18 @@ from pyspark.sql import functions as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from segments_lib.calibration import STATUS_OK, choose_thresholds, fit_calibrator, score_table
 from segments_lib.config import AppConfig, load_config
-from segments_lib.definitions import SegmentDefinition
-from segments_lib.demo import generate_events
-from segments_lib.eligibility import eligible_population, snapshot_frame
-from segments_lib.feature_spec import feature_columns, feature_spec_for
-from segments_lib.features import build_features, event_profile
-from segments_lib.model import fit_with_time_validation
-from segments_lib.segment_config import load_segments
-from segments_lib.session import build_session
-from segments_lib.snapshots import midnight_utc, snapshot_calendar
-from segments_lib.targets import build_labels
+from segments_lib.features.engine import build_features, event_profile
+from segments_lib.features.spec import feature_columns, feature_spec_for
+from segments_lib.intake.demo import generate_events
+from segments_lib.language.definitions import SegmentDefinition
+from segments_lib.language.eligibility import eligible_population, snapshot_frame
+from segments_lib.language.segment_config import load_segments
+from segments_lib.language.snapshots import midnight_utc, snapshot_calendar
+from segments_lib.language.targets import build_labels
+from segments_lib.model.pipeline import fit_with_time_validation
+from segments_lib.promise.calibration import STATUS_OK, choose_thresholds, fit_calibrator, score_table
+from segments_lib.store.session import build_session
 
 KEYS = ["snapshot_time", "user_id"]
 MAX_GAP = 0.05

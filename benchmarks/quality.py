@@ -32,15 +32,15 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from segments_lib import demo
 from segments_lib.config import load_config
-from segments_lib.definitions import SegmentDefinition
-from segments_lib.evaluation import holdout_metrics
-from segments_lib.model import RAW_SCORE, fit_with_time_validation
-from segments_lib.segment_config import load_segments
-from segments_lib.session import build_session
-from segments_lib.snapshots import SnapshotCalendar
-from segments_lib.training import build_training_frame, segment_calendar
+from segments_lib.intake import demo
+from segments_lib.language.definitions import SegmentDefinition
+from segments_lib.language.segment_config import load_segments
+from segments_lib.language.snapshots import SnapshotCalendar
+from segments_lib.model.evaluation import holdout_metrics
+from segments_lib.model.pipeline import RAW_SCORE, fit_with_time_validation
+from segments_lib.model.training import build_training_frame, segment_calendar
+from segments_lib.store.session import build_session
 
 WORK = Path(__file__).resolve().parent / "_work"
 RETAIL = Path(__file__).resolve().parent.parent / "data" / "online_retail.parquet"
@@ -106,7 +106,7 @@ def bayes_auc(holdout: pd.DataFrame, truth: pd.DataFrame) -> dict[str, Any]:
 
 def retail_events(spark: SparkSession) -> DataFrame:
     """Online Retail → valid events, exactly as `jobs.load_online_retail` loads them (minus the writes)."""
-    from segments_lib import events, retail
+    from segments_lib.intake import events, retail
 
     raw = retail.retail_to_events(spark.read.parquet(str(RETAIL)))
     conformed = events.conform(raw, retail.RETAIL_COLUMNS, retail.RETAIL_TIMEZONE)

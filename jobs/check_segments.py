@@ -16,10 +16,10 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
-from segments_lib import tables
 from segments_lib.config import AppConfig, ConfigError, load_config, suggest
-from segments_lib.definitions import SegmentDefinition
-from segments_lib.events import ValidationRules, conform, format_counts, validate
+from segments_lib.intake.events import ValidationRules, conform, format_counts, validate
+from segments_lib.language.definitions import SegmentDefinition
+from segments_lib.store import tables
 
 log = logging.getLogger("jobs.check_segments")
 
@@ -70,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    from segments_lib.dry_run import check_segment, events_history, format_report
-    from segments_lib.segment_config import load_segments
-    from segments_lib.session import build_session
+    from segments_lib.language.dry_run import check_segment, events_history, format_report
+    from segments_lib.language.segment_config import load_segments
+    from segments_lib.store.session import build_session
 
     run_date = args.date or datetime.now(timezone.utc).date()
     try:

@@ -36,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     run_date = date.fromisoformat(cfg.demo.end_date)
 
     from jobs import generate_demo_events
-    from segments_lib import tables
-    from segments_lib.runner import run_job
-    from segments_lib.session import build_session
+    from segments_lib.job.runner import run_job
+    from segments_lib.store import tables
+    from segments_lib.store.session import build_session
 
     spark = build_session(cfg.spark, app_name="predictive-segments-demo")
     if args.fresh or not tables.is_delta_table(spark, tables.events_path(cfg)):

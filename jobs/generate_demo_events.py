@@ -18,9 +18,10 @@ from datetime import date, timedelta
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from segments_lib import demo, tables
 from segments_lib.config import load_config
+from segments_lib.intake import demo
 from segments_lib.progress import StageTimer, configure_logging
+from segments_lib.store import tables
 
 log = logging.getLogger("jobs.generate_demo_events")
 LABEL_HORIZON_DAYS = 15  # longest demo window (14 days) plus the 24 h abandonment horizon

@@ -17,10 +17,11 @@ import sys
 from datetime import date, datetime, timezone
 from pathlib import Path
 
-from segments_lib import events, retail, tables
 from segments_lib.config import PROJECT_ROOT, load_config
+from segments_lib.intake import events, retail
 from segments_lib.progress import StageTimer, configure_logging
-from segments_lib.session import build_session
+from segments_lib.store import tables
+from segments_lib.store.session import build_session
 
 log = logging.getLogger("jobs.load_online_retail")
 DEFAULT_SOURCE = PROJECT_ROOT / "data" / "online_retail.parquet"

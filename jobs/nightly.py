@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
-    from segments_lib.runner import run_job
+    from segments_lib.job.runner import run_job
 
     return run_job(cfg, run_dates(args), args.segments, args.retrain, check_only=args.check)
 

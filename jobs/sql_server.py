@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # spark-submit runs this file as a script: make t
 
 from segments_lib.config import AppConfig, ConfigError, load_config
 from segments_lib.progress import configure_logging
-from segments_lib.sql_server import (
+from segments_lib.store.sql_server import (
     AUTH_MODES,
     DEFAULT_DATABASE,
     DEFAULT_PORT,
@@ -66,7 +66,7 @@ def _delta_on_driver_classpath(cfg: AppConfig) -> dict[str, str]:
     Only delta-spark and delta-storage go there: Delta's transitive JARs (an old Jackson, for one)
     would shadow Spark's own versions.
     """
-    from segments_lib.session import cached_delta_jars
+    from segments_lib.store.session import cached_delta_jars
 
     jars = [j for j in cached_delta_jars(cfg.spark) or [] if re.search(r"delta-(spark|storage)[_-]", Path(j).name)]
     if not jars or "spark.driver.extraClassPath" in cfg.spark.conf:
@@ -112,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cfg = _server_config(base, settings)
 
-    from segments_lib.session import build_session
-    from segments_lib.tables import register_views
+    from segments_lib.store.session import build_session
+    from segments_lib.store.tables import register_views
 
     spark = build_session(cfg.spark, app_name="predictive-segments-sql")
     registered = register_views(spark, cfg)

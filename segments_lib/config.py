@@ -1,7 +1,7 @@
 """Application config: `conf/base.yaml` layered with an overlay, parsed once into frozen dataclasses.
 
 Errors name the file and the key path, so a typo never surfaces later as a KeyError deep in a job.
-Segment definitions (`conf/segments.yaml`) are parsed by `segments_lib.definitions`.
+Segment definitions (`conf/segments.yaml`) are parsed by `segments_lib.language.definitions`.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ def session_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def spark(session_workspace: Path):
-    from segments_lib.session import build_session
+    from segments_lib.store.session import build_session
 
     cfg = make_config(session_workspace)
     session = build_session(cfg.spark, app_name="segments-tests")

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from segments_lib import events as ev
 from segments_lib.config import AppConfig
-from segments_lib.feature_spec import event_slug
-from segments_lib.features import FeatureSpec, build_features
-from segments_lib.runner import run_job
+from segments_lib.features.engine import FeatureSpec, build_features
+from segments_lib.features.spec import event_slug
+from segments_lib.intake import events as ev
+from segments_lib.job.runner import run_job
 from tests.conftest import make_config
 
 T = datetime(2026, 6, 1)

@@ -15,7 +15,7 @@ import pytest
 from pyspark.ml import PipelineModel
 from pyspark.sql import functions as F
 
-from segments_lib.calibration import (
+from segments_lib.promise.calibration import (
     STATUS_OK,
     STATUS_UNREACHABLE,
     ThresholdChoice,

@@ -16,9 +16,9 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 
 from jobs import check_segments
-from segments_lib import tables
-from segments_lib.dry_run import check_segment, events_history, format_report
-from segments_lib.segment_config import parse_segments
+from segments_lib.language.dry_run import check_segment, events_history, format_report
+from segments_lib.language.segment_config import parse_segments
+from segments_lib.store import tables
 from tests.conftest import make_config
 
 D = date(2026, 3, 1)

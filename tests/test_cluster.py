@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from segments_lib import tables
-from segments_lib.session import submit_args
+from segments_lib.store import tables
+from segments_lib.store.session import submit_args
 from tests.conftest import make_config
 from tests.support.standalone import spark_env, standalone_cluster
 from tests.test_nightly import RUN_DATE, SMALL_SEGMENTS, write_demo_events

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from segments_lib import demo
-from segments_lib.events import EVENT_SCHEMA
+from segments_lib.intake import demo
+from segments_lib.intake.events import EVENT_SCHEMA
 
 END = date(2026, 6, 1)
 DAY = pd.Timedelta(days=1)
@@ -102,7 +102,7 @@ def test_ground_truth_rejects_dates_outside_the_history() -> None:
 def test_job_writes_delta_tables_spark_reads_in_the_contract(spark, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     from jobs import generate_demo_events
-    from segments_lib import tables
+    from segments_lib.store import tables
 
     monkeypatch.setenv("SEGMENTS_WORKSPACE", str(tmp_path / "ws"))
     argv = ["--users", "200", "--days", "12", "--seed", "4", "--truth-days", "2", "--replicas", "8"]

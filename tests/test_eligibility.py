@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 from pyspark.sql import DataFrame, SparkSession
 
-from segments_lib.definitions import Eligibility
-from segments_lib.eligibility import eligible_population, snapshot_frame
+from segments_lib.language.definitions import Eligibility
+from segments_lib.language.eligibility import eligible_population, snapshot_frame
 
 T = datetime(2026, 3, 1)
 T2 = datetime(2026, 3, 15)

@@ -8,7 +8,7 @@ import pytest
 from pyspark.sql import types as T
 
 from segments_lib.config import EventColumns
-from segments_lib.events import (
+from segments_lib.intake.events import (
     EVENT_SCHEMA,
     EventSchemaError,
     TooManyRejectedError,

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from segments_lib.definitions import DurationPair, Occurs, SegmentDefinition
-from segments_lib.features import (
+from segments_lib.features.engine import (
     FeatureSpec,
     build_features,
     demo_spec,
@@ -18,6 +17,7 @@ from segments_lib.features import (
     feature_columns,
     feature_spec_for,
 )
+from segments_lib.language.definitions import DurationPair, Occurs, SegmentDefinition
 
 T = datetime(2026, 6, 1)
 DAY, HOUR = timedelta(days=1), timedelta(hours=1)
@@ -253,10 +253,10 @@ def test_event_profile_counts_and_valued_events(spark) -> None:
 def test_docs_catalog_is_generated_from_the_demo_spec() -> None:
     root = Path(__file__).resolve().parent.parent
     generated = subprocess.run(
-        [sys.executable, "-m", "segments_lib.features", "--catalog"], cwd=root, capture_output=True, text=True,
+        [sys.executable, "-m", "segments_lib.features.engine", "--catalog"], cwd=root, capture_output=True, text=True,
         check=True,
     ).stdout
     assert (root / "docs" / "features.md").read_text(encoding="utf-8") == generated, (
-        "docs/features.md is stale: run `python -m segments_lib.features --catalog > docs/features.md`"
+        "docs/features.md is stale: run `python -m segments_lib.features.engine --catalog > docs/features.md`"
     )
     assert generated.count("\n| `") == len(feature_columns(demo_spec()))

@@ -12,8 +12,8 @@ from datetime import datetime, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from segments_lib.definitions import DurationPair
-from segments_lib.features import FeatureSpec, build_features
+from segments_lib.features.engine import FeatureSpec, build_features
+from segments_lib.language.definitions import DurationPair
 
 T = datetime(2026, 6, 1)
 NAMES = ("Add to Cart", "Open App", "Purchase Completed", "Unlisted Event")

@@ -12,8 +12,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from segments_lib.definitions import DurationPair
-from segments_lib.features import FeatureSpec, build_features
+from segments_lib.features.engine import FeatureSpec, build_features
+from segments_lib.language.definitions import DurationPair
 
 T = datetime(2026, 6, 1)
 DAY = timedelta(days=1)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from pyspark.sql import Row
 
-from segments_lib import tables
 from segments_lib.config import ConfigError, load_config
-from segments_lib.session import cached_delta_jars, local_mode_conf, parse_java_major
+from segments_lib.store import tables
+from segments_lib.store.session import cached_delta_jars, local_mode_conf, parse_java_major
 from tests.conftest import make_config
 
 
@@ -53,7 +53,7 @@ def test_mlflow_round_trip_registers_champion_and_scores(spark, tmp_path: Path) 
     from pyspark.ml.classification import LogisticRegression
     from pyspark.ml.feature import VectorAssembler
 
-    from segments_lib.tracking import configure_mlflow, ensure_experiment
+    from segments_lib.store.tracking import configure_mlflow, ensure_experiment
 
     cfg = make_config(tmp_path / "ws")
     uri = configure_mlflow(cfg.mlflow)
@@ -86,7 +86,7 @@ def test_session_respects_master_set_by_spark_submit(spark, tmp_path: Path) -> N
     script = tmp_path / "probe.py"
     script.write_text(textwrap.dedent("""
         from segments_lib.config import load_config
-        from segments_lib.session import build_session
+        from segments_lib.store.session import build_session
         cfg = load_config(None, overrides={"spark": {"master": "local[2]"}})
         spark = build_session(cfg.spark)
         spark.range(3).write.format("delta").save(__import__("sys").argv[1])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from segments_lib.tracking import configure_mlflow, ensure_experiment, experiment_name
+from segments_lib.store.tracking import configure_mlflow, ensure_experiment, experiment_name
 from tests.conftest import make_config
 from tests.support.mlflow_server import MlflowRest, mlflow_server
 from tests.support.segments import two_small_segments
@@ -72,9 +72,9 @@ TWO_SMALL_SEGMENTS = two_small_segments()
 @pytest.mark.slow
 def test_nightly_job_logs_runs_artifacts_and_champions_to_the_server(
         spark, tracking_server: str, tmp_path: Path, restore_tracking_uri: None) -> None:
-    from segments_lib import tables
-    from segments_lib.demo import generate_events
-    from segments_lib.runner import run_job
+    from segments_lib.intake.demo import generate_events
+    from segments_lib.job.runner import run_job
+    from segments_lib.store import tables
 
     segments_file = tmp_path / "segments.yaml"
     segments_file.write_text(TWO_SMALL_SEGMENTS)

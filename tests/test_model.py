@@ -11,8 +11,8 @@ from pyspark.ml.feature import SQLTransformer
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType, TimestampType
 
-from segments_lib.definitions import GbtParams, TrainingSettings
-from segments_lib.model import (
+from segments_lib.language.definitions import GbtParams, TrainingSettings
+from segments_lib.model.pipeline import (
     NEVER_SENTINEL,
     build_pipeline,
     default_search_grid,

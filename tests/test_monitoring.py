@@ -9,8 +9,10 @@ from datetime import date, datetime, timedelta
 import pandas as pd
 import pytest
 
-from segments_lib.definitions import Absent, Occurs, SegmentDefinition
-from segments_lib.monitoring import (
+from segments_lib.language.definitions import Absent, Occurs, SegmentDefinition
+from segments_lib.promise.checks import Drift, drift_rows
+from segments_lib.promise.drift import psi_against, psi_baseline
+from segments_lib.promise.ledger import (
     BACKTEST_SCHEMA,
     ChurnStats,
     LevelPromise,
@@ -30,8 +32,6 @@ from segments_lib.monitoring import (
     retrain_triggers,
     top_drifting,
 )
-from segments_lib.monitoring_drift import psi_against, psi_baseline
-from segments_lib.night_checks import Drift, drift_rows
 
 MEMBERSHIP_DDL = (
     "segment string, run_date date, user_id string, member_high boolean, member_medium boolean, "

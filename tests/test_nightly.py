@@ -7,9 +7,9 @@ from datetime import date
 
 import pytest
 
-from segments_lib import tables
 from segments_lib.config import AppConfig
-from segments_lib.runner import retrain_decision, run_job
+from segments_lib.job.runner import retrain_decision, run_job
+from segments_lib.store import tables
 from tests.conftest import make_config
 from tests.support.segments import two_small_segments
 
@@ -21,7 +21,7 @@ SMALL_SEGMENTS = two_small_segments(retrain_every="30d")
 
 
 def write_demo_events(spark, cfg: AppConfig, users: int = 1500, days: int = 70) -> None:
-    from segments_lib.demo import generate_events
+    from segments_lib.intake.demo import generate_events
 
     table = generate_events(users=users, days=days, end_date=RUN_DATE, seed=11)
     frame = spark.createDataFrame(table.to_pandas())
@@ -196,7 +196,7 @@ def test_backtest_judges_the_closed_night_against_what_happened(spark, night: Ap
 def test_stability_and_drift_are_recorded(spark, night: AppConfig) -> None:
     import mlflow
 
-    from segments_lib.tracking import configure_mlflow
+    from segments_lib.store.tracking import configure_mlflow
 
     configure_mlflow(night.mlflow)
     runs = _runs(spark, night)
@@ -234,7 +234,7 @@ def test_a_failing_segment_does_not_stop_the_others(spark, night: AppConfig) -> 
     """Last in the module: it leaves a failed row for the final night behind."""
     import mlflow
 
-    from segments_lib import tracking
+    from segments_lib.store import tracking
 
     champion = tracking.load_champion(night.mlflow, "engagement_booster")
     client = mlflow.MlflowClient()

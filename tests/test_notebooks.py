@@ -93,7 +93,7 @@ def _log_training_run(segment: str, run_date: date, auc_pr: float, importances: 
 
     import mlflow
 
-    from segments_lib import tracking
+    from segments_lib.store import tracking
 
     experiment_id = tracking.ensure_experiment(cfg.mlflow, segment)
     tags = tracking.run_tags(segment, "conversion", run_date)
@@ -125,7 +125,7 @@ def test_compare_runs_shows_metrics_curves_importance_changes_and_champions(
         tmp_path: Path, restore_tracking_uri: None) -> None:
     from deltalake import write_deltalake
 
-    from segments_lib.tracking import configure_mlflow
+    from segments_lib.store.tracking import configure_mlflow
     from tests.conftest import make_config
 
     cfg = make_config(tmp_path)

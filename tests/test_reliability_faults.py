@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from segments_lib import tables
 from segments_lib.config import AppConfig, load_config
-from segments_lib.runner import run_job
+from segments_lib.job.runner import run_job
+from segments_lib.store import tables
 from tests.conftest import TEST_SPARK_CONF
 from tests.support.segments import two_small_segments
 
@@ -60,7 +60,7 @@ def overlay_for(workspace: Path, segments_file: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def workspace(spark, tmp_path_factory: pytest.TempPathFactory) -> Workspace:
-    from segments_lib.demo import generate_events
+    from segments_lib.intake.demo import generate_events
 
     root = tmp_path_factory.mktemp("faults")
     segments_file = root / "segments.yaml"
@@ -186,7 +186,7 @@ def test_two_concurrent_nightly_runs_for_different_segments_both_succeed_and_los
 def model_versions(cfg: AppConfig, segment: str) -> list[str]:
     import mlflow
 
-    from segments_lib.tracking import configure_mlflow, registered_model_name
+    from segments_lib.store.tracking import configure_mlflow, registered_model_name
 
     configure_mlflow(cfg.mlflow)
     found = mlflow.MlflowClient().search_model_versions(f"name = '{registered_model_name(cfg.mlflow, segment)}'")

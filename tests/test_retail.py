@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from pyspark.sql import types as T
 
-from segments_lib import events, retail, tables
 from segments_lib.config import PROJECT_ROOT
+from segments_lib.intake import events, retail
+from segments_lib.store import tables
 
 SOURCE_SCHEMA = T.StructType([
     T.StructField("InvoiceNo", T.StringType()),

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from segments_lib import tables
 from segments_lib.config import PROJECT_ROOT, ConfigError
-from segments_lib.runner import run_job
-from segments_lib.store_check import mask_uri
+from segments_lib.job.runner import run_job
+from segments_lib.store import tables
+from segments_lib.store.store_check import mask_uri
 from tests.conftest import make_config
 
 RUN_DATE = date(2026, 6, 1)

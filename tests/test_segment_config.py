@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from segments_lib.config import PROJECT_ROOT, load_config
-from segments_lib.definitions import Absent, AllOf, AnyOf, DurationPair, Occurs, Sequence, ValueSum
-from segments_lib.segment_config import ACCEPTED_KEYS, SegmentConfigError, load_segments, parse_segments
+from segments_lib.language.definitions import Absent, AllOf, AnyOf, DurationPair, Occurs, Sequence, ValueSum
+from segments_lib.language.segment_config import ACCEPTED_KEYS, SegmentConfigError, load_segments, parse_segments
 
 LEVELS = {"high": 0.8, "medium": 0.6, "low": 0.4}
 DEMO_EVENTS = ("Open App", "Screen Viewed", "Content Viewed", "Browse Content", "Feature Used",

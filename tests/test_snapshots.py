@@ -6,7 +6,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from segments_lib.snapshots import earliest_history_needed, snapshot_calendar
+from segments_lib.language.snapshots import earliest_history_needed, snapshot_calendar
 
 
 def utc(*parts: int) -> datetime:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from segments_lib.nightly import SegmentResult, summary_table
+from segments_lib.job.results import SegmentResult, summary_table
 
 
 def test_summary_shows_the_segments_own_level_next_to_the_named_levels() -> None:

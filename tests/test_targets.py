@@ -11,8 +11,8 @@ from datetime import datetime, timedelta
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
-from segments_lib.definitions import Absent, AllOf, AnyOf, Occurs, Sequence, ValueSum
-from segments_lib.targets import build_labels
+from segments_lib.language.definitions import Absent, AllOf, AnyOf, Occurs, Sequence, ValueSum
+from segments_lib.language.targets import build_labels
 
 T = datetime(2026, 3, 1)
 T2 = datetime(2026, 3, 15)

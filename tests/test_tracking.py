@@ -11,8 +11,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from segments_lib import tracking
-from segments_lib.definitions import AnyOf, GbtParams, Occurs, SegmentDefinition, Sequence
+from segments_lib.language.definitions import AnyOf, GbtParams, Occurs, SegmentDefinition, Sequence
+from segments_lib.store import tracking
 from tests.conftest import make_config
 
 RUN_DATE = date(2026, 6, 1)

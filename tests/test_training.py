@@ -15,9 +15,9 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType, TimestampType
 
-from segments_lib import tracking
-from segments_lib.definitions import GbtParams, Occurs, SegmentDefinition, TrainingSettings
-from segments_lib.training import segment_calendar, train_from_frame, train_segment
+from segments_lib.language.definitions import GbtParams, Occurs, SegmentDefinition, TrainingSettings
+from segments_lib.model.training import segment_calendar, train_from_frame, train_segment
+from segments_lib.store import tracking
 from tests.conftest import make_config
 
 RUN_DATE = date(2026, 6, 1)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from segments_lib.sql_server import SqlServerSettings
+from segments_lib.store.sql_server import SqlServerSettings
 from tests.support.standalone import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructField, StructType, TimestampType
 
-from segments_lib.definitions import Eligibility
+from segments_lib.language.definitions import Eligibility
 
 SNAPSHOT_SCHEMA = StructType([StructField("snapshot_time", TimestampType(), nullable=False)])
 

@@ -13,10 +13,8 @@ from datetime import date, datetime, timezone
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
-from segments_lib import tables
 from segments_lib.config import AppConfig
-from segments_lib.definitions import SegmentDefinition
-from segments_lib.events import (
+from segments_lib.intake.events import (
     EventSchemaError,
     TooManyRejectedError,
     ValidationRules,
@@ -25,7 +23,9 @@ from segments_lib.events import (
     format_counts,
     validate,
 )
+from segments_lib.language.definitions import SegmentDefinition
 from segments_lib.progress import StageTimer
+from segments_lib.store import tables
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def retrain_decision(champion_run_date: date | None, run_date: date, every_days:
 def scoring_model(cfg: AppConfig, segment: SegmentDefinition, run_date: date, trained_version: str | None):
     """The model that scores this night: the champion, unless it postdates the night (then the model just
     trained for it). Returns tracking.ChampionInfo or None."""
-    from segments_lib import tracking
+    from segments_lib.store import tracking
 
     champion = tracking.load_champion(cfg.mlflow, segment.name)
     if champion is not None and (champion.trained_run_date is None or champion.trained_run_date <= run_date):
@@ -156,10 +156,10 @@ def scoring_features(events: DataFrame, segment: SegmentDefinition, as_of: datet
     """Eligible users at snapshot `as_of` with exactly the model's feature columns (user_id first)."""
     from pyspark.sql import functions as F
 
-    from segments_lib.eligibility import eligible_population, snapshot_frame
-    from segments_lib.feature_spec import feature_columns as spec_columns
-    from segments_lib.feature_spec import feature_spec_for
-    from segments_lib.features import build_features, event_profile
+    from segments_lib.features.engine import build_features, event_profile
+    from segments_lib.features.spec import feature_columns as spec_columns
+    from segments_lib.features.spec import feature_spec_for
+    from segments_lib.language.eligibility import eligible_population, snapshot_frame
 
     history = events.where(F.col("event_time") < F.lit(as_of))
     event_counts, valued_events = event_profile(history)
@@ -192,7 +192,7 @@ def threshold_rows(spark: SparkSession, curve_run_id: str, scored: DataFrame, se
     import mlflow
     import pandas as pd
 
-    from segments_lib.calibration import expected_sizes
+    from segments_lib.promise.calibration import expected_sizes
 
     curve = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=curve_run_id,
                                                             artifact_path="threshold_curve.csv"))
@@ -216,10 +216,7 @@ def run_segment(spark: SparkSession, cfg: AppConfig, segment: SegmentDefinition,
     """One segment's night. Any exception becomes a `failed` status; the other segments go on."""
     import mlflow.spark
 
-    from segments_lib import night_checks, tracking
-    from segments_lib.monitoring import retrain_triggers
-    from segments_lib.monitoring_stability import membership_churn
-    from segments_lib.nightly import (
+    from segments_lib.job.results import (
         STATUS_NO_ELIGIBLE,
         STATUS_OK,
         STATUS_SKIPPED,
@@ -229,9 +226,13 @@ def run_segment(spark: SparkSession, cfg: AppConfig, segment: SegmentDefinition,
         failed_result,
         snapshot_time,
     )
+    from segments_lib.model.training import STATUS_SKIPPED as TRAINING_SKIPPED
+    from segments_lib.model.training import train_segment
+    from segments_lib.promise import checks as night_checks
+    from segments_lib.promise.ledger import retrain_triggers
+    from segments_lib.promise.stability import membership_churn
     from segments_lib.scoring import ScoringContext, level_thresholds, membership_rows
-    from segments_lib.training import STATUS_SKIPPED as TRAINING_SKIPPED
-    from segments_lib.training import train_segment
+    from segments_lib.store import tracking
 
     timer = timer_for(log, segment.name, run_date)
     result = SegmentResult(segment=segment.name, run_date=run_date, precision_level=segment.level_name(),
@@ -338,8 +339,8 @@ def run_segment(spark: SparkSession, cfg: AppConfig, segment: SegmentDefinition,
 
 def before_history(segment: SegmentDefinition, prepared: PreparedEvents, run_date: date):  # -> SegmentResult | None
     """A `skipped` result for a night that starts before the first event (nothing to train on or score), else None."""
-    from segments_lib.eligibility import as_utc
-    from segments_lib.nightly import STATUS_SKIPPED, SegmentResult, snapshot_time
+    from segments_lib.job.results import STATUS_SKIPPED, SegmentResult, snapshot_time
+    from segments_lib.language.eligibility import as_utc
 
     first = as_utc(prepared.first_time)
     if first < as_utc(snapshot_time(run_date)):
@@ -375,11 +376,11 @@ def run_night(spark: SparkSession, cfg: AppConfig, segments: Sequence[SegmentDef
 def run_job(cfg: AppConfig, dates: Sequence[date], segment_names: str | None, retrain: str,
             check_only: bool = False) -> int:
     """Run every night in `dates` for the chosen segments; print a summary; return the exit code."""
-    from segments_lib.nightly import STATUS_FAILED, summary_table, write_runs
-    from segments_lib.segment_config import SegmentConfigError, load_segments
-    from segments_lib.session import build_session
-    from segments_lib.store_check import mask_uri, tracking_store_refusal
-    from segments_lib.tracking import configure_mlflow
+    from segments_lib.job.results import STATUS_FAILED, summary_table, write_runs
+    from segments_lib.language.segment_config import SegmentConfigError, load_segments
+    from segments_lib.store.session import build_session
+    from segments_lib.store.store_check import mask_uri, tracking_store_refusal
+    from segments_lib.store.tracking import configure_mlflow
 
     # Membership must name the model that produced it: without a tracking store, stop before any work.
     refusal = tracking_store_refusal(cfg.mlflow)
@@ -405,8 +406,8 @@ def run_job(cfg: AppConfig, dates: Sequence[date], segment_names: str | None, re
         log.error("%s", exc)
         return 2
     if check_only:
-        from segments_lib.dry_run import EventsHistory, check_segment, format_report
-        from segments_lib.eligibility import as_utc
+        from segments_lib.language.dry_run import EventsHistory, check_segment, format_report
+        from segments_lib.language.eligibility import as_utc
 
         history = EventsHistory(as_utc(prepared.first_time), as_utc(prepared.last_time), prepared.event_counts)
         checks = [check_segment(prepared.events, s, max(dates), history) for s in segments]

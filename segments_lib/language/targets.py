@@ -14,7 +14,7 @@ from functools import reduce
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from segments_lib.definitions import (
+from segments_lib.language.definitions import (
     Absent,
     AllOf,
     AnyOf,

@@ -28,10 +28,10 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from segments_lib import tables
 from segments_lib.config import AppConfig
-from segments_lib.definitions import SegmentDefinition
+from segments_lib.language.definitions import SegmentDefinition
 from segments_lib.progress import StageTimer
+from segments_lib.store import tables
 
 log = logging.getLogger(__name__)
 

@@ -24,13 +24,15 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from segments_lib import calibration, plots, tracking
+from segments_lib import plots
 from segments_lib.config import AppConfig
-from segments_lib.definitions import SegmentDefinition, format_duration
-from segments_lib.evaluation import holdout_metrics
-from segments_lib.model import RAW_SCORE, FitResult, auc_pr, feature_importances, fit_with_time_validation
+from segments_lib.language.definitions import SegmentDefinition, format_duration
+from segments_lib.language.snapshots import SnapshotCalendar, snapshot_calendar
+from segments_lib.model.evaluation import holdout_metrics
+from segments_lib.model.pipeline import RAW_SCORE, FitResult, auc_pr, feature_importances, fit_with_time_validation
 from segments_lib.progress import StageTimer
-from segments_lib.snapshots import SnapshotCalendar, snapshot_calendar
+from segments_lib.promise import calibration
+from segments_lib.store import tracking
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +70,10 @@ def build_training_frame(
     One `build_features` call covers all snapshots. Eligible users all have an event before T, so
     each has a feature row: the join is inner and never invents "never" values for counts.
     """
-    from segments_lib.eligibility import eligible_population, snapshot_frame
-    from segments_lib.feature_spec import feature_columns, feature_spec_for
-    from segments_lib.features import build_features, event_profile
-    from segments_lib.targets import build_labels
+    from segments_lib.features.engine import build_features, event_profile
+    from segments_lib.features.spec import feature_columns, feature_spec_for
+    from segments_lib.language.eligibility import eligible_population, snapshot_frame
+    from segments_lib.language.targets import build_labels
 
     snapshots = snapshot_frame(events.sparkSession, list(calendar.labelled))
     history = events.where(F.col("event_time") < F.lit(calendar.scoring))
@@ -391,8 +393,8 @@ def _log_drift_baseline(folder: Path, final_model: PipelineModel, holdout_featur
     """
     import mlflow
 
-    from segments_lib.monitoring_drift import psi_baseline
-    from segments_lib.night_checks import DRIFT_BASELINE, SCORE_COLUMN
+    from segments_lib.promise.checks import DRIFT_BASELINE, SCORE_COLUMN
+    from segments_lib.promise.drift import psi_baseline
 
     watched = [name for name, _ in importances[:DRIFT_FEATURES]]
     # Persisted: the quantile pass and the histogram pass would otherwise each run the whole pipeline.

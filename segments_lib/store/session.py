@@ -4,7 +4,7 @@ Delta's JARs are resolved once from Maven Central (Ivy, through `spark.jars.pack
 directory; the resolved list is written to a manifest so later runs pass `spark.jars` and skip
 resolution. If Ivy cannot reach Maven Central while Maven can, the same JARs are fetched with
 `mvn dependency:copy-dependencies`. Clusters without internet access list pre-downloaded JARs in
-`spark.delta_jars`. Run `python -m segments_lib.session --submit-args` to print the `--jars` flag
+`spark.delta_jars`. Run `python -m segments_lib.store.session --submit-args` to print the `--jars` flag
 for `spark-submit`.
 """
 
@@ -216,7 +216,7 @@ def _check_delta_loaded(spark) -> None:
     except Exception as exc:
         raise EnvironmentProblem(
             "Delta Lake classes are not on the driver's classpath. Under spark-submit pass them with "
-            "`$(python -m segments_lib.session --submit-args)` or `--packages io.delta:...`."
+            "`$(python -m segments_lib.store.session --submit-args)` or `--packages io.delta:...`."
         ) from exc
 
 

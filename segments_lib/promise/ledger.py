@@ -23,10 +23,10 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, DateType, DoubleType, LongType, StringType, StructField, StructType
 
-from segments_lib.definitions import SegmentDefinition, Target
-from segments_lib.monitoring_drift import feature_psi, psi, top_drifting
-from segments_lib.monitoring_stability import ChurnStats, membership_churn
-from segments_lib.targets import build_labels
+from segments_lib.language.definitions import SegmentDefinition, Target
+from segments_lib.language.targets import build_labels
+from segments_lib.promise.drift import feature_psi, psi, top_drifting
+from segments_lib.promise.stability import ChurnStats, membership_churn
 
 __all__ = [
     "BACKTEST_COLUMNS",

@@ -118,7 +118,7 @@ def git_commit(cwd: Path | None = None) -> str | None:
 
 
 def _param_value(value: Any) -> Any:
-    from segments_lib.definitions import format_duration
+    from segments_lib.language.definitions import format_duration
 
     if isinstance(value, timedelta):
         return format_duration(value)
@@ -148,7 +148,7 @@ def flatten_params(value: Any, prefix: str = "") -> dict[str, str]:
 
 
 def _is_target_term(value: Any) -> bool:
-    from segments_lib import definitions
+    from segments_lib.language import definitions
 
     return isinstance(value, (definitions.Occurs, definitions.Absent, definitions.ValueSum, definitions.Sequence,
                               definitions.AllOf, definitions.AnyOf))

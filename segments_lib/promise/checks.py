@@ -14,9 +14,9 @@ from datetime import date, datetime, timedelta, timezone
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from segments_lib import tables
 from segments_lib.config import AppConfig
-from segments_lib.definitions import SegmentDefinition
+from segments_lib.language.definitions import SegmentDefinition
+from segments_lib.store import tables
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,8 @@ def write_backtest(spark: SparkSession, cfg: AppConfig, events: DataFrame, segme
 
     None when there is no ledger yet for this segment's level (nothing scored long enough ago).
     """
-    from segments_lib.monitoring import backtest_scored_date, night_ledger, precision_flag, promises_from_choices
-    from segments_lib.runner import run_artifact_json
+    from segments_lib.job.runner import run_artifact_json
+    from segments_lib.promise.ledger import backtest_scored_date, night_ledger, precision_flag, promises_from_choices
 
     membership = tables.read_output(spark, cfg, tables.SEGMENT_MEMBERSHIP)
     scored_date = backtest_scored_date(run_date, segment.horizon)
@@ -90,8 +90,8 @@ def drift(run_id: str, current_features: DataFrame, current_scored: DataFrame) -
     The holdout side was stored by training (`drift_baseline.json`), so a night costs two small
     aggregations over frames it already holds, not a second feature pass.
     """
-    from segments_lib.monitoring_drift import psi_against, top_drifting
-    from segments_lib.runner import run_artifact_json
+    from segments_lib.job.runner import run_artifact_json
+    from segments_lib.promise.drift import psi_against, top_drifting
 
     try:
         baseline = run_artifact_json(run_id, DRIFT_BASELINE)

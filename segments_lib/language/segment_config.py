@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from segments_lib.config import ConfigError, read_yaml, suggest
-from segments_lib.definitions import (
+from segments_lib.language.definitions import (
     KINDS,
     Absent,
     AllOf,

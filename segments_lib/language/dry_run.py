@@ -16,10 +16,10 @@ from datetime import date, datetime, timedelta
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from segments_lib.definitions import SegmentDefinition, format_duration
-from segments_lib.eligibility import eligible_population, snapshot_frame
-from segments_lib.snapshots import as_utc, earliest_history_needed, snapshot_calendar
-from segments_lib.targets import build_labels
+from segments_lib.language.definitions import SegmentDefinition, format_duration
+from segments_lib.language.eligibility import eligible_population, snapshot_frame
+from segments_lib.language.snapshots import as_utc, earliest_history_needed, snapshot_calendar
+from segments_lib.language.targets import build_labels
 
 
 @dataclass(frozen=True)

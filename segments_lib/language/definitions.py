@@ -1,6 +1,6 @@
 """The segment data model: what a predictive segment is, independent of how it was written down.
 
-`segments_lib.segment_config` parses `conf/segments.yaml` into these frozen objects; every other
+`segments_lib.language.segment_config` parses `conf/segments.yaml` into these frozen objects; every other
 module (labels, features, training, scoring) reads only these.
 """
 

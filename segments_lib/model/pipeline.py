@@ -35,8 +35,8 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from segments_lib.definitions import GbtParams, TrainingSettings
-from segments_lib.snapshots import as_utc
+from segments_lib.language.definitions import GbtParams, TrainingSettings
+from segments_lib.language.snapshots import as_utc
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,7 @@ from datetime import timedelta
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from segments_lib.definitions import DurationPair
-from segments_lib.feature_spec import (
+from segments_lib.features.spec import (
     GAP_STATS,
     TREND_RECENT,
     FeatureInfo,
@@ -42,6 +41,7 @@ from segments_lib.feature_spec import (
     recency_name,
     value_name,
 )
+from segments_lib.language.definitions import DurationPair
 
 __all__ = [
     "FeatureInfo",

@@ -1,0 +1,1 @@
+"""Events in: the event contract and validation, and the generated or loaded sources (demo, Online Retail)."""

@@ -1,0 +1,1 @@
+"""The segment language: definitions, the segments file, targets, eligibility and the snapshot calendar."""
