@@ -105,8 +105,8 @@ def build_ledger(spark, cfg: AppConfig, segments: list[SegmentDefinition], night
     """Evaluate every night whose scored date has a membership; write and return the ledger rows."""
     from pyspark.sql import functions as F
 
-    from segments_lib.job.runner import run_artifact_json
     from segments_lib.promise.ledger import night_ledger, promises_from_choices
+    from segments_lib.store.tracking import run_artifact_json
 
     membership = tables.read_output(spark, cfg, tables.SEGMENT_MEMBERSHIP)
     if membership is None:

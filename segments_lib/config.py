@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,6 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class EventColumns:
     """Names of the source columns that map onto the events contract."""
-
     user_col: str = "user_id"
     event_col: str = "event_name"
     time_col: str = "event_time"
@@ -137,7 +136,6 @@ def suggest(name: str, choices: list[str] | tuple[str, ...]) -> str:
 
 class _Section:
     """Reads one mapping of the merged config, remembering the key path for error messages."""
-
     def __init__(self, source: str, path: str, data: Any) -> None:
         if data is None:
             data = {}
@@ -326,6 +324,5 @@ def load_config(overlay: str | Path | None = None, conf_dir: Path = CONF_DIR,
 
 
 def _with_sources(cfg: AppConfig, sources: tuple[Path, ...]) -> AppConfig:
-    from dataclasses import replace
 
     return replace(cfg, sources=sources)

@@ -18,7 +18,6 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 class StageTimer:
     """Collects `stage name → seconds` and logs each stage's start and end."""
-
     def __init__(self, logger: logging.Logger, prefix: str = "") -> None:
         self.logger = logger
         self.prefix = prefix

@@ -44,7 +44,6 @@ MEMBERSHIP_SCHEMA = StructType([StructField(n, t, nullable=True) for n, t, _ in 
 @dataclass(frozen=True)
 class LevelThreshold:
     """A precision level's threshold for scoring; `threshold` is None when the level is unreachable."""
-
     level: str
     target_precision: float
     threshold: float | None

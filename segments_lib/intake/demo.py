@@ -89,7 +89,6 @@ class DemoSpec:
 @dataclass
 class LatentState:
     """Per-user latent traits; `x_*` are the drifting deviations from each user's own base level."""
-
     base_activity: np.ndarray
     base_purchase: np.ndarray
     conversion_logit: np.ndarray
@@ -177,7 +176,6 @@ def _diurnal_seconds(rng: np.random.Generator, n: int) -> np.ndarray:
 @dataclass
 class DayEvents:
     """One day's events as parallel arrays; times are seconds since that day's midnight."""
-
     user: np.ndarray
     code: np.ndarray
     second: np.ndarray

@@ -80,7 +80,6 @@ RUNS_SCHEMA = StructType([
 @dataclass
 class SegmentResult:
     """What one segment's night produced: the row of `segment_runs` and the summary line."""
-
     segment: str
     run_date: date
     status: str = STATUS_OK

@@ -7,13 +7,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
+import mlflow
+import mlflow.spark
+import pandas as pd
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from segments_lib.config import AppConfig
+from segments_lib.features.engine import build_features, event_profile
+from segments_lib.features.spec import feature_columns as spec_columns
+from segments_lib.features.spec import feature_spec_for
 from segments_lib.intake.events import (
     EventSchemaError,
     TooManyRejectedError,
@@ -23,9 +31,34 @@ from segments_lib.intake.events import (
     format_counts,
     validate,
 )
+from segments_lib.job.results import (
+    STATUS_FAILED,
+    STATUS_NO_ELIGIBLE,
+    STATUS_OK,
+    STATUS_SKIPPED,
+    STATUS_UNREACHABLE,
+    SegmentResult,
+    count_members,
+    failed_result,
+    snapshot_time,
+    summary_table,
+    write_runs,
+)
 from segments_lib.language.definitions import SegmentDefinition
+from segments_lib.language.eligibility import as_utc, eligible_population, snapshot_frame
+from segments_lib.language.segment_config import SegmentConfigError, load_segments
+from segments_lib.model.training import STATUS_SKIPPED as TRAINING_SKIPPED
+from segments_lib.model.training import train_segment
 from segments_lib.progress import StageTimer
-from segments_lib.store import tables
+from segments_lib.promise import checks as night_checks
+from segments_lib.promise.calibration import expected_sizes
+from segments_lib.promise.ledger import retrain_triggers
+from segments_lib.promise.stability import membership_churn
+from segments_lib.scoring import ScoringContext, level_thresholds, membership_rows
+from segments_lib.store import tables, tracking
+from segments_lib.store.session import build_session
+from segments_lib.store.store_check import mask_uri, tracking_store_refusal
+from segments_lib.store.tracking import configure_mlflow
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +94,6 @@ def read_source_events(spark: SparkSession, cfg: AppConfig) -> tuple[DataFrame, 
 
 def prepare_events(spark: SparkSession, cfg: AppConfig, quarantine_date: date) -> PreparedEvents:
     """Read, conform and validate the events once per job; quarantine the rejects; persist the rest."""
-    from pyspark.sql import functions as F
-
     raw, version = read_source_events(spark, cfg)
     conformed = conform(raw, cfg.events.columns, cfg.events.source_timezone)
     # Validation's as-of is the wall clock: an event stamped later than now is a data error, while
@@ -141,7 +172,6 @@ def retrain_decision(champion_run_date: date | None, run_date: date, every_days:
 def scoring_model(cfg: AppConfig, segment: SegmentDefinition, run_date: date, trained_version: str | None):
     """The model that scores this night: the champion, unless it postdates the night (then the model just
     trained for it). Returns tracking.ChampionInfo or None."""
-    from segments_lib.store import tracking
 
     champion = tracking.load_champion(cfg.mlflow, segment.name)
     if champion is not None and (champion.trained_run_date is None or champion.trained_run_date <= run_date):
@@ -154,12 +184,7 @@ def scoring_model(cfg: AppConfig, segment: SegmentDefinition, run_date: date, tr
 def scoring_features(events: DataFrame, segment: SegmentDefinition, as_of: datetime,
                      feature_columns: Sequence[str]) -> DataFrame:
     """Eligible users at snapshot `as_of` with exactly the model's feature columns (user_id first)."""
-    from pyspark.sql import functions as F
 
-    from segments_lib.features.engine import build_features, event_profile
-    from segments_lib.features.spec import feature_columns as spec_columns
-    from segments_lib.features.spec import feature_spec_for
-    from segments_lib.language.eligibility import eligible_population, snapshot_frame
 
     history = events.where(F.col("event_time") < F.lit(as_of))
     event_counts, valued_events = event_profile(history)
@@ -176,23 +201,10 @@ def scoring_features(events: DataFrame, segment: SegmentDefinition, as_of: datet
     )
 
 
-def run_artifact_json(run_id: str, name: str) -> object:
-    import json
-
-    import mlflow
-
-    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=name)
-    with open(local, encoding="utf-8") as handle:
-        return json.load(handle)
-
-
 def threshold_rows(spark: SparkSession, curve_run_id: str, scored: DataFrame, segment: str, run_date: date,
                    model_version: int) -> DataFrame:
     """The held-out curve of the scoring model, with the size each threshold would give tonight."""
-    import mlflow
-    import pandas as pd
 
-    from segments_lib.promise.calibration import expected_sizes
 
     curve = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=curve_run_id,
                                                             artifact_path="threshold_curve.csv"))
@@ -214,25 +226,7 @@ THRESHOLDS_SCHEMA = (
 def run_segment(spark: SparkSession, cfg: AppConfig, segment: SegmentDefinition, prepared: PreparedEvents,
                 run_date: date, retrain: str):  # -> SegmentResult
     """One segment's night. Any exception becomes a `failed` status; the other segments go on."""
-    import mlflow.spark
 
-    from segments_lib.job.results import (
-        STATUS_NO_ELIGIBLE,
-        STATUS_OK,
-        STATUS_SKIPPED,
-        STATUS_UNREACHABLE,
-        SegmentResult,
-        count_members,
-        failed_result,
-        snapshot_time,
-    )
-    from segments_lib.model.training import STATUS_SKIPPED as TRAINING_SKIPPED
-    from segments_lib.model.training import train_segment
-    from segments_lib.promise import checks as night_checks
-    from segments_lib.promise.ledger import retrain_triggers
-    from segments_lib.promise.stability import membership_churn
-    from segments_lib.scoring import ScoringContext, level_thresholds, membership_rows
-    from segments_lib.store import tracking
 
     timer = timer_for(log, segment.name, run_date)
     result = SegmentResult(segment=segment.name, run_date=run_date, precision_level=segment.level_name(),
@@ -339,9 +333,6 @@ def run_segment(spark: SparkSession, cfg: AppConfig, segment: SegmentDefinition,
 
 def before_history(segment: SegmentDefinition, prepared: PreparedEvents, run_date: date):  # -> SegmentResult | None
     """A `skipped` result for a night that starts before the first event (nothing to train on or score), else None."""
-    from segments_lib.job.results import STATUS_SKIPPED, SegmentResult, snapshot_time
-    from segments_lib.language.eligibility import as_utc
-
     first = as_utc(prepared.first_time)
     if first < as_utc(snapshot_time(run_date)):
         return None
@@ -360,7 +351,6 @@ def run_night(spark: SparkSession, cfg: AppConfig, segments: Sequence[SegmentDef
     disjoint (segment, date) slices and retry Delta's optimistic-concurrency conflicts; MLflow keeps
     the active run per thread. A segment's failure stays its own (`run_segment` never raises).
     """
-    from concurrent.futures import ThreadPoolExecutor
 
     def one(segment: SegmentDefinition):
         return before_history(segment, prepared, run_date) or run_segment(spark, cfg, segment, prepared, run_date,
@@ -376,12 +366,6 @@ def run_night(spark: SparkSession, cfg: AppConfig, segments: Sequence[SegmentDef
 def run_job(cfg: AppConfig, dates: Sequence[date], segment_names: str | None, retrain: str,
             check_only: bool = False) -> int:
     """Run every night in `dates` for the chosen segments; print a summary; return the exit code."""
-    from segments_lib.job.results import STATUS_FAILED, summary_table, write_runs
-    from segments_lib.language.segment_config import SegmentConfigError, load_segments
-    from segments_lib.store.session import build_session
-    from segments_lib.store.store_check import mask_uri, tracking_store_refusal
-    from segments_lib.store.tracking import configure_mlflow
-
     # Membership must name the model that produced it: without a tracking store, stop before any work.
     refusal = tracking_store_refusal(cfg.mlflow)
     if refusal is not None:

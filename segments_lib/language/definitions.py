@@ -41,7 +41,6 @@ def format_duration(delta: timedelta) -> str:
 @dataclass(frozen=True)
 class Occurs:
     """Any of `events` happens at least `min_count` times in P3 (optionally only values in a range)."""
-
     events: tuple[str, ...]
     min_count: int = 1
     value_at_least: float | None = None
@@ -51,14 +50,12 @@ class Occurs:
 @dataclass(frozen=True)
 class Absent:
     """None of `events` happens in P3 (churn)."""
-
     events: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class ValueSum:
     """Summed `event_value` of `events` in P3 is ≥ `at_least`, or in the top `top_fraction` of users."""
-
     events: tuple[str, ...]
     at_least: float | None = None
     top_fraction: float | None = None
@@ -67,7 +64,6 @@ class ValueSum:
 @dataclass(frozen=True)
 class Sequence:
     """`first` happens in P3 and is not followed by `then` within `within` (abandonment)."""
-
     first: str
     then: str
     within: timedelta
@@ -109,7 +105,6 @@ def label_horizon(target: Target, prediction_window: timedelta) -> timedelta:
 @dataclass(frozen=True)
 class Eligibility:
     """Who may be scored at T. Empty means every user seen before T."""
-
     active_in: timedelta | None = None
     has_done: tuple[str, ...] = ()
     not_done: tuple[str, ...] = ()
@@ -156,7 +151,6 @@ class TrainingSettings:
 @dataclass(frozen=True)
 class DurationPair:
     """Time from `first` to the next `then`, and how often `then` did not follow within `within`."""
-
     first: str
     then: str
     within: timedelta = timedelta(hours=24)

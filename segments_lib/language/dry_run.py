@@ -25,7 +25,6 @@ from segments_lib.language.targets import build_labels
 @dataclass(frozen=True)
 class EventsHistory:
     """What the events table holds: its time span and how often each event name occurs."""
-
     first: datetime
     last: datetime
     event_counts: dict[str, int]

@@ -63,7 +63,6 @@ class SegmentConfigError(ConfigError):
 
 class _Node:
     """One value of the file, remembering where it sits so errors can say so."""
-
     def __init__(self, where: str, path: str, value: Any) -> None:
         self.where, self.path, self.value = where, path, value
 

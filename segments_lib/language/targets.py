@@ -31,7 +31,6 @@ KEYS = ("snapshot_time", "user_id")
 
 class _Plan:
     """Columns the target needs, collected while walking the tree; names are private (`_t<n>_...`)."""
-
     def __init__(self, prediction_window: timedelta) -> None:
         self.in_window = F.col("event_time") < F.col("snapshot_time") + F.lit(prediction_window)
         self.event_columns: list[Column] = []  # window columns over one user's events, before grouping

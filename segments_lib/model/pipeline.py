@@ -51,7 +51,6 @@ FILLED_SUFFIX = "__filled"
 
 class PositiveProbability(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable, DefaultParamsWritable):
     """Exposes the positive-class probability of a probability vector as a plain double column."""
-
     @keyword_only
     def __init__(self, inputCol: str = "probability", outputCol: str = RAW_SCORE) -> None:
         super().__init__()

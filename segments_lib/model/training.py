@@ -15,23 +15,32 @@ import logging
 import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import mlflow
+import mlflow.spark
 import pandas as pd
 import yaml
+from mlflow.models import infer_signature
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segments_lib import plots
 from segments_lib.config import AppConfig
+from segments_lib.features.engine import build_features, event_profile
+from segments_lib.features.spec import feature_columns, feature_spec_for
 from segments_lib.language.definitions import SegmentDefinition, format_duration
+from segments_lib.language.eligibility import eligible_population, snapshot_frame
 from segments_lib.language.snapshots import SnapshotCalendar, snapshot_calendar
+from segments_lib.language.targets import build_labels
 from segments_lib.model.evaluation import holdout_metrics
 from segments_lib.model.pipeline import RAW_SCORE, FitResult, auc_pr, feature_importances, fit_with_time_validation
 from segments_lib.progress import StageTimer
 from segments_lib.promise import calibration
+from segments_lib.promise.drift import DRIFT_BASELINE, SCORE_COLUMN, psi_baseline
 from segments_lib.store import tracking
 
 log = logging.getLogger(__name__)
@@ -70,10 +79,6 @@ def build_training_frame(
     One `build_features` call covers all snapshots. Eligible users all have an event before T, so
     each has a feature row: the join is inner and never invents "never" values for counts.
     """
-    from segments_lib.features.engine import build_features, event_profile
-    from segments_lib.features.spec import feature_columns, feature_spec_for
-    from segments_lib.language.eligibility import eligible_population, snapshot_frame
-    from segments_lib.language.targets import build_labels
 
     snapshots = snapshot_frame(events.sparkSession, list(calendar.labelled))
     history = events.where(F.col("event_time") < F.lit(calendar.scoring))
@@ -212,8 +217,6 @@ def train_from_frame(
 
 def _champion_auc_pr_on(holdout_scored: DataFrame, holdout_features: DataFrame, model_uri: str) -> float | None:
     """The current champion's AUC-PR on the same holdout rows, or None if it cannot read today's features."""
-    import mlflow.spark
-
     try:
         champion = mlflow.spark.load_model(model_uri)
         rescored = champion.transform(holdout_features).select(*KEYS, RAW_SCORE)
@@ -240,9 +243,6 @@ def _log_and_register(
     choices: dict[str, calibration.ThresholdChoice],
     timer: StageTimer,
 ) -> TrainingOutcome:
-    import mlflow
-    import mlflow.spark
-    from mlflow.models import infer_signature
 
     experiment_id = tracking.ensure_experiment(cfg.mlflow, segment.name)
     name = tracking.registered_model_name(cfg.mlflow, segment.name)
@@ -293,8 +293,6 @@ def _log_and_register(
 
 def model_requirements() -> list[str]:
     """The packages a served copy of the model needs, pinned to what trained it."""
-    from importlib.metadata import version
-
     return [f"{name}=={version(name)}" for name in ("pyspark", "mlflow", "pandas", "numpy")]
 
 
@@ -359,7 +357,6 @@ def _log_artifacts(
     choices: dict[str, calibration.ThresholdChoice],
     holdout_time: datetime,
 ) -> None:
-    import mlflow
 
     holdout = scored.select(RAW_SCORE, "label").toPandas()
     importances = feature_importances(fit.model, feature_cols)
@@ -391,10 +388,7 @@ def _log_drift_baseline(folder: Path, final_model: PipelineModel, holdout_featur
     It watches the most important features and the calibrated score: one histogram per column and
     bin in a single aggregation, and past a few hundred aggregates Spark stops generating code for it.
     """
-    import mlflow
 
-    from segments_lib.promise.checks import DRIFT_BASELINE, SCORE_COLUMN
-    from segments_lib.promise.drift import psi_baseline
 
     watched = [name for name, _ in importances[:DRIFT_FEATURES]]
     # Persisted: the quantile pass and the histogram pass would otherwise each run the whole pipeline.

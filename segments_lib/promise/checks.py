@@ -11,12 +11,17 @@ import math
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
+import mlflow
+from mlflow.entities import Metric
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segments_lib.config import AppConfig
 from segments_lib.language.definitions import SegmentDefinition
+from segments_lib.promise.drift import DRIFT_BASELINE, SCORE_COLUMN, psi_against, top_drifting
+from segments_lib.promise.ledger import backtest_scored_date, night_ledger, precision_flag, promises_from_choices
 from segments_lib.store import tables
+from segments_lib.store.tracking import run_artifact_json
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +29,6 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class LastNight:
     """What the previous night recorded, for tonight's retrain triggers under --retrain auto."""
-
     score_psi: float | None
     precision_flag: bool
 
@@ -46,8 +50,6 @@ def write_backtest(spark: SparkSession, cfg: AppConfig, events: DataFrame, segme
 
     None when there is no ledger yet for this segment's level (nothing scored long enough ago).
     """
-    from segments_lib.job.runner import run_artifact_json
-    from segments_lib.promise.ledger import backtest_scored_date, night_ledger, precision_flag, promises_from_choices
 
     membership = tables.read_output(spark, cfg, tables.SEGMENT_MEMBERSHIP)
     scored_date = backtest_scored_date(run_date, segment.horizon)
@@ -81,17 +83,12 @@ class Drift:
     feature_psis: tuple[tuple[str, float], ...] = ()
 
 
-DRIFT_BASELINE = "drift_baseline.json"
-
-
 def drift(run_id: str, current_features: DataFrame, current_scored: DataFrame) -> Drift:
     """PSI of the model's most important features and of the score: its holdout snapshot against tonight.
 
     The holdout side was stored by training (`drift_baseline.json`), so a night costs two small
     aggregations over frames it already holds, not a second feature pass.
     """
-    from segments_lib.job.runner import run_artifact_json
-    from segments_lib.promise.drift import psi_against, top_drifting
 
     try:
         baseline = run_artifact_json(run_id, DRIFT_BASELINE)
@@ -102,9 +99,6 @@ def drift(run_id: str, current_features: DataFrame, current_scored: DataFrame) -
     feature_psis = psi_against(baseline, current_features, features)
     (_, score_psi), = psi_against(baseline, current_scored, [SCORE_COLUMN])
     return Drift(None if math.isnan(score_psi) else score_psi, top_drifting(feature_psis), tuple(feature_psis))
-
-
-SCORE_COLUMN = "score"
 
 
 DRIFT_SCHEMA = ("run_date date, segment string, model_version int, column_name string, is_score boolean, "
@@ -126,8 +120,6 @@ def log_drift(run_id: str, run_date: date, result: Drift, top: int = 5) -> None:
 
     Stepping by the run date's ordinal makes the MLflow UI plot drift over the model's nights.
     """
-    import mlflow
-    from mlflow.entities import Metric
 
     if result.score_psi is None:
         return

@@ -22,6 +22,9 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import NumericType
 
 EMPTY_BIN_SHARE = 1e-4
+# The score column and the training-time baseline artifact that tonight's drift compares against.
+SCORE_COLUMN = "score"
+DRIFT_BASELINE = "drift_baseline.json"
 DEFAULT_RELATIVE_ERROR = 1e-3
 
 

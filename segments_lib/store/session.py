@@ -10,6 +10,7 @@ for `spark-submit`.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import re
@@ -19,7 +20,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from segments_lib.config import SparkConfig
+from pyspark import SparkConf, SparkContext
+from pyspark.errors import PySparkRuntimeError
+from pyspark.sql import SparkSession
+
+from segments_lib.config import SparkConfig, load_config
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +135,6 @@ def _launched_by_spark_submit() -> bool:
 
 def submitted_conf() -> dict[str, str]:
     """Settings spark-submit (or an already running context) fixed before this code ran."""
-    from pyspark import SparkConf, SparkContext
-
     if _launched_by_spark_submit():
         SparkContext._ensure_initialized()  # attach to the JVM spark-submit started, so SparkConf sees it
     if SparkContext._jvm is None:
@@ -156,8 +159,6 @@ def local_mode_conf(master: str) -> dict[str, str]:
 def build_session(cfg: SparkConfig, app_name: str | None = None):  # -> SparkSession
     """Create (or reuse) a SparkSession with Delta configured, never overriding what is already set."""
     check_java()
-    from pyspark.errors import PySparkRuntimeError
-    from pyspark.sql import SparkSession
 
     fixed = submitted_conf()
     wanted: dict[str, str] = {
@@ -234,9 +235,7 @@ def submit_args(cfg: SparkConfig) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
 
-    from segments_lib.config import load_config
 
     parser = argparse.ArgumentParser(description="Delta-enabled Spark session helpers")
     parser.add_argument("--conf", default=None, help="config overlay (name in conf/ or a path)")

@@ -14,6 +14,9 @@ from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
 
+import pyarrow as pa
+from delta.tables import DeltaTable
+from deltalake import write_deltalake
 from pyspark.sql import DataFrame, SparkSession
 
 from segments_lib.config import AppConfig
@@ -74,7 +77,6 @@ def events_path(cfg: AppConfig) -> Path:
 
 
 def is_delta_table(spark: SparkSession, path: Path | str) -> bool:
-    from delta.tables import DeltaTable
 
     return DeltaTable.isDeltaTable(spark, str(path))
 
@@ -90,8 +92,6 @@ def read_delta(spark: SparkSession, path: Path | str, version: int | None = None
 
 def delta_version(spark: SparkSession, path: Path | str) -> int | None:
     """Latest committed version of a Delta table, or None when there is no table."""
-    from delta.tables import DeltaTable
-
     if not is_delta_table(spark, path):
         return None
     row = DeltaTable.forPath(spark, str(path)).history(1).select("version").first()
@@ -268,8 +268,6 @@ def write_arrow_delta(batches, path: Path | str, schema, partition_by: Sequence[
     Used for generated data (the demo events and their ground truth): the overwrite makes a re-run
     with the same seed give the same table. `batches` is any iterable of `pyarrow.RecordBatch`.
     """
-    import pyarrow as pa
-    from deltalake import write_deltalake
 
     reader = pa.RecordBatchReader.from_batches(schema, iter(batches))
     try:

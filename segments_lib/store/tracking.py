@@ -11,21 +11,25 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, is_dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import mlflow
+from mlflow.exceptions import MlflowException
+
 from segments_lib.config import MlflowConfig
+from segments_lib.language import definitions
+from segments_lib.language.definitions import format_duration
 
 log = logging.getLogger(__name__)
 
 
 def configure_mlflow(cfg: MlflowConfig) -> str:
     """Point MLflow at the configured store; for the embedded store, create its folders. Returns the URI."""
-    import mlflow
-
     if cfg.tracking_uri.startswith("sqlite:///"):
         Path(cfg.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     cfg.artifact_location.mkdir(parents=True, exist_ok=True)
@@ -48,7 +52,6 @@ def ensure_experiment(cfg: MlflowConfig, segment: str) -> str:
     With the embedded store, artifacts go under the configured local folder; a tracking server keeps
     its own artifact root (a local path there would land on the client's disk, not the server's).
     """
-    import mlflow
 
     name = experiment_name(cfg, segment)
     existing = mlflow.get_experiment_by_name(name)
@@ -78,7 +81,6 @@ TAG_FEATURE_COLUMNS = "feature_columns"  # model-version tag: JSON list, the col
 @dataclass(frozen=True)
 class ChampionInfo:
     """The registered version scoring should use, with the thresholds calibrated for exactly that version."""
-
     model_name: str
     model_uri: str  # models:/<name>/<version>
     version: str
@@ -107,8 +109,6 @@ class ReusableRun:
 
 def git_commit(cwd: Path | None = None) -> str | None:
     """`git rev-parse HEAD` of the code that trains, or None outside a git checkout."""
-    import subprocess
-
     try:
         result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).resolve().parent,
                                 capture_output=True, text=True, check=False, timeout=10)
@@ -118,7 +118,6 @@ def git_commit(cwd: Path | None = None) -> str | None:
 
 
 def _param_value(value: Any) -> Any:
-    from segments_lib.language.definitions import format_duration
 
     if isinstance(value, timedelta):
         return format_duration(value)
@@ -148,7 +147,6 @@ def flatten_params(value: Any, prefix: str = "") -> dict[str, str]:
 
 
 def _is_target_term(value: Any) -> bool:
-    from segments_lib.language import definitions
 
     return isinstance(value, (definitions.Occurs, definitions.Absent, definitions.ValueSum, definitions.Sequence,
                               definitions.AllOf, definitions.AnyOf))
@@ -164,8 +162,6 @@ def run_tags(segment_name: str, kind: str, run_date: date) -> dict[str, str]:
 
 def find_reusable_run(cfg: MlflowConfig, segment_name: str, run_date: date) -> ReusableRun | None:
     """A finished run of this (segment, run date) whose model was registered, newest first; else None."""
-    import mlflow
-
     experiment = mlflow.get_experiment_by_name(experiment_name(cfg, segment_name))
     if experiment is None:
         return None
@@ -202,7 +198,6 @@ def register_model(
     attaches the thresholds calibrated for exactly this version, so scoring never mixes a model with
     another version's thresholds. `challenger` always names the newest trained version.
     """
-    import mlflow
 
     client = mlflow.MlflowClient()
     name = registered_model_name(cfg, segment_name)
@@ -224,9 +219,6 @@ def register_model(
 
 def _version_by_alias(cfg: MlflowConfig, segment_name: str, alias: str) -> Any | None:
     """The ModelVersion holding `alias`, or None (no registered model, or the alias is not set yet)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     try:
         return mlflow.MlflowClient().get_model_version_by_alias(registered_model_name(cfg, segment_name), alias)
     except MlflowException as exc:
@@ -264,7 +256,6 @@ def promote_if_better(
     `new_auc_pr` (training scores it); None with a champion means the champion could not score it.
     Logs to the active run when there is one.
     """
-    import mlflow
 
     decision = decide_promotion(new_auc_pr, champion_auc_pr, champion)
     name = registered_model_name(cfg, segment_name)
@@ -305,8 +296,6 @@ def load_champion(cfg: MlflowConfig, segment_name: str) -> ChampionInfo | None:
 
 def load_version(cfg: MlflowConfig, segment_name: str, version: str) -> ChampionInfo:
     """A specific registered version with its thresholds (e.g. the model a backfilled night trained)."""
-    import mlflow
-
     found = mlflow.MlflowClient().get_model_version(registered_model_name(cfg, segment_name), str(version))
     return _model_info(cfg, segment_name, found)
 
@@ -326,3 +315,11 @@ def _model_info(cfg: MlflowConfig, segment_name: str, version: Any) -> ChampionI
         holdout_auc_pr=float(auc) if auc else None,
         feature_columns=tuple(json.loads(tags.get(TAG_FEATURE_COLUMNS, "[]"))),
     )
+
+
+def run_artifact_json(run_id: str, name: str) -> object:
+
+
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=name)
+    with open(local, encoding="utf-8") as handle:
+        return json.load(handle)
