@@ -18,6 +18,7 @@ from segments_lib.intake.events import (
     validate,
 )
 from tests.conftest import make_config
+from tests.support.frames import assert_rows_equal
 
 AS_OF = datetime(2026, 6, 1, 0, 0)
 RAW_SCHEMA = T.StructType([
@@ -32,8 +33,7 @@ def _events(spark, rows):
     return conform(spark.createDataFrame(rows, RAW_SCHEMA), EventColumns(), "UTC")
 
 
-def _rows(df, cols=("user_id", "event_name", "event_time", "event_value")):
-    return sorted(tuple(r[c] for c in cols) for r in df.collect())
+VALID_COLUMNS = ("user_id", "event_name", "event_time", "event_value")
 
 
 def test_conform_maps_columns_converts_london_time_to_utc_and_keeps_extras(spark) -> None:
@@ -54,10 +54,10 @@ def test_conform_maps_columns_converts_london_time_to_utc_and_keeps_extras(spark
 
     assert out.columns == ["user_id", "event_name", "event_time", "event_value", "event_date", "country"]
     assert [f.dataType for f in out.schema.fields][:5] == [f.dataType for f in EVENT_SCHEMA.fields]
-    assert _rows(out, ("user_id", "event_name", "event_time", "event_value", "event_date", "country")) == [
+    assert_rows_equal(out, [
         ("17850", "Purchase Completed", datetime(2011, 6, 1, 11, 0), 15.0, date(2011, 6, 1), "United Kingdom"),
         ("17851", "Open App", datetime(2011, 1, 10, 0, 30), None, date(2011, 1, 10), "France"),
-    ]
+    ], columns=("user_id", "event_name", "event_time", "event_value", "event_date", "country"))
 
 
 def test_conform_derives_event_date_in_utc_across_midnight(spark) -> None:
@@ -66,10 +66,10 @@ def test_conform_derives_event_date_in_utc_across_midnight(spark) -> None:
     source = spark.createDataFrame([("u1", "Open App", "2026-05-02 00:30:00"), ("u2", "Open App", "yesterday")],
                                    schema)
     out = conform(source, EventColumns(), "Europe/Paris")
-    assert _rows(out, ("user_id", "event_time", "event_date", "event_value")) == [
+    assert_rows_equal(out, [
         ("u1", datetime(2026, 5, 1, 22, 30), date(2026, 5, 1), None),
         ("u2", None, None, None),
-    ]
+    ], columns=("user_id", "event_time", "event_date", "event_value"))
 
 
 def test_conform_missing_required_column_names_column_and_expected_type(spark) -> None:
@@ -106,7 +106,8 @@ def test_validate_quarantines_each_null_key_column_future_and_negative_rows(spar
 
     assert result.counts == {"null_user_id": 2, "null_event_name": 1, "null_event_time": 1, "future_event": 1,
                              "negative_value": 1, "duplicates_removed": 0, "total": 8, "valid": 2}
-    assert _rows(result.valid) == [("u1", "Open App", t, None), ("u5", "Open App", datetime(2026, 6, 1), None)]
+    assert_rows_equal(result.valid, [("u1", "Open App", t, None), ("u5", "Open App", datetime(2026, 6, 1), None)],
+                      columns=VALID_COLUMNS)
     assert result.valid.columns == ["user_id", "event_name", "event_time", "event_value", "event_date"]
     rejected = sorted((r.user_id or "-", r.reason, r.run_date) for r in result.rejected.collect())
     assert rejected == [
@@ -121,7 +122,8 @@ def test_validate_allows_negative_values_when_config_allows(spark) -> None:
     events = _events(spark, [("u1", "Transaction Made", t, -20.0), ("u2", "Transaction Made", t, 3.0)])
     result = validate(events, AS_OF, ValidationRules(allow_negative_values=True))
     assert result.counts["negative_value"] == 0 and result.counts["valid"] == 2
-    assert _rows(result.valid) == [("u1", "Transaction Made", t, -20.0), ("u2", "Transaction Made", t, 3.0)]
+    assert_rows_equal(result.valid, [("u1", "Transaction Made", t, -20.0), ("u2", "Transaction Made", t, 3.0)],
+                      columns=VALID_COLUMNS)
 
 
 def test_validate_removes_exact_duplicates_on_configured_key_and_counts_them(spark) -> None:
@@ -140,8 +142,8 @@ def test_validate_removes_exact_duplicates_on_configured_key_and_counts_them(spa
     assert result.counts["duplicates_removed"] == 3
     assert result.counts["null_user_id"] == 2
     assert result.counts["valid"] == 3
-    assert _rows(result.valid) == [("u1", "Purchase Completed", t, 10.0), ("u1", "Purchase Completed", t, 12.0),
-                                   ("u2", "Open App", t, None)]
+    assert_rows_equal(result.valid, [("u1", "Purchase Completed", t, 10.0), ("u1", "Purchase Completed", t, 12.0),
+                                     ("u2", "Open App", t, None)], columns=VALID_COLUMNS)
 
     # A key without event_value treats the 12.0 purchase as a duplicate of the 10.0 one.
     narrow = validate(_events(spark, rows), AS_OF, ValidationRules(dedup_key=("user_id", "event_name", "event_time")))

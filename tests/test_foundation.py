@@ -15,6 +15,7 @@ from segments_lib.config import ConfigError, load_config
 from segments_lib.store import tables
 from segments_lib.store.session import cached_delta_jars, local_mode_conf, parse_java_major
 from tests.conftest import make_config
+from tests.support.frames import assert_rows_equal
 
 
 def test_delta_round_trip_partition_overwrite_time_travel_and_history(spark, tmp_path: Path) -> None:
@@ -25,10 +26,9 @@ def test_delta_round_trip_partition_overwrite_time_travel_and_history(spark, tmp
     replacement = spark.createDataFrame([Row(d=date(2026, 1, 1), k="z", v=9)])
     tables.replace_partition(replacement, path, {"d": date(2026, 1, 1)})
 
-    now = sorted((r.d.isoformat(), r.k, r.v) for r in tables.read_delta(spark, path).collect())
-    assert now == [("2026-01-01", "z", 9), ("2026-01-02", "b", 2)]
-    v0 = [(r.k, r.v) for r in tables.read_delta(spark, path, version=0).collect()]
-    assert v0 == [("a", 1)]
+    assert_rows_equal(tables.read_delta(spark, path), [(date(2026, 1, 1), "z", 9), (date(2026, 1, 2), "b", 2)],
+                      columns=("d", "k", "v"))
+    assert_rows_equal(tables.read_delta(spark, path, version=0), [("a", 1)], columns=("k", "v"))
     history = spark.sql(f"DESCRIBE HISTORY delta.`{path}`").orderBy("version").collect()
     assert [h.version for h in history] == [0, 1, 2]
     assert [h.operation for h in history] == ["WRITE", "WRITE", "WRITE"]

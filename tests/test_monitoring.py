@@ -32,11 +32,13 @@ from segments_lib.promise.ledger import (
     retrain_triggers,
     top_drifting,
 )
+from tests.support.frames import assert_rows_equal
 
 MEMBERSHIP_DDL = (
     "segment string, run_date date, user_id string, member_high boolean, member_medium boolean, "
     "member_low boolean, is_member boolean, control_group boolean"
 )
+
 S = date(2026, 5, 1)
 D = date(2026, 5, 8)
 PROMISES = {
@@ -148,9 +150,9 @@ def test_labels_for_membership_use_the_half_open_window(spark) -> None:
         ("c", "Purchase Completed", datetime(2026, 5, 8, 0, 0), None),  # at T + 7d: outside
     ], "user_id string, event_name string, event_time timestamp, event_value double")
     occurs = labels_for_membership(events, membership, Occurs(("Purchase Completed",)), timedelta(days=7))
-    assert sorted(occurs.collect()) == [("a", 1), ("b", 0), ("c", 0)]
+    assert_rows_equal(occurs, [("a", 1), ("b", 0), ("c", 0)])
     absent = labels_for_membership(events, membership, Absent(("Purchase Completed",)), timedelta(days=7))
-    assert sorted(absent.collect()) == [("a", 0), ("b", 1), ("c", 1)]
+    assert_rows_equal(absent, [("a", 0), ("b", 1), ("c", 1)])
 
 
 def _ledger(verdicts: list[bool | None], segment: str = "seg", level: str = "high") -> pd.DataFrame:
