@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from segments_lib.scoring import (
+from segments_lib.job.scoring import (
     MEMBERSHIP_SCHEMA,
     LevelThreshold,
     ScoringContext,

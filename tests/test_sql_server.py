@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
-from segments_lib.scoring import MEMBERSHIP_SCHEMA
+from segments_lib.job.scoring import MEMBERSHIP_SCHEMA
 from segments_lib.store import tables
 from segments_lib.store.sql_server import SqlServerSettings, catalog_conf
 from tests.conftest import make_config

@@ -44,6 +44,7 @@ from segments_lib.job.results import (
     summary_table,
     write_runs,
 )
+from segments_lib.job.scoring import ScoringContext, level_thresholds, membership_rows
 from segments_lib.language.definitions import SegmentDefinition
 from segments_lib.language.eligibility import as_utc, eligible_population, snapshot_frame
 from segments_lib.language.segment_config import SegmentConfigError, load_segments
@@ -54,7 +55,6 @@ from segments_lib.promise import checks as night_checks
 from segments_lib.promise.calibration import expected_sizes
 from segments_lib.promise.ledger import retrain_triggers
 from segments_lib.promise.stability import membership_churn
-from segments_lib.scoring import ScoringContext, level_thresholds, membership_rows
 from segments_lib.store import tables, tracking
 from segments_lib.store.session import build_session
 from segments_lib.store.store_check import mask_uri, tracking_store_refusal
