@@ -3,9 +3,10 @@
 `train_segment` builds the training frame from events (one feature pass over every training and
 calibration snapshot) and hands it to `train_from_frame`, which does everything after: the class
 checks that skip instead of crashing, the time-based fit, holdout metrics on the calibration
-snapshot, calibration and thresholds (issue 7's `calibration` module), the MLflow run, the registry
-and the champion/challenger decision. Re-running a (segment, run date) that already has a finished
-run with a registered version reuses it unless `force` is set.
+snapshot, calibration and thresholds (`promise.calibration` fits the isotonic score map on one fold of
+that snapshot and chooses and evidences each precision level's threshold on the other), the MLflow run,
+the registry and the champion/challenger decision. Re-running a (segment, run date) that already has a
+finished run with a registered version reuses it unless `force` is set.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import logging
 import tempfile
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import pandas as pd
 import yaml
 from mlflow.models import infer_signature
 from pyspark.ml import PipelineModel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segments_lib import plots
@@ -65,6 +66,43 @@ class TrainingOutcome:
     metrics: dict[str, float] = field(default_factory=dict)
     thresholds: dict[str, calibration.ThresholdChoice] = field(default_factory=dict)
     curve: pd.DataFrame | None = None
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A fitted and calibrated model with the holdout evidence behind it: everything its MLflow run records."""
+
+    segment: SegmentDefinition
+    calendar: SnapshotCalendar
+    events_version: int | None
+    frame: DataFrame  # keys, label and features of every labelled snapshot
+    feature_cols: list[str]
+    fit: FitResult
+    final_model: PipelineModel  # the fitted pipeline with the calibrator as its last stage
+    scored: DataFrame  # the holdout's keys, raw score and label
+    calibrated: calibration.CalibrationResult
+    metrics: dict[str, float]
+    curve: pd.DataFrame
+    choices: dict[str, calibration.ThresholdChoice]
+
+    @property
+    def holdout_features(self) -> DataFrame:
+        return self.frame.where(_is_holdout(self.calendar)).drop("label")
+
+    @property
+    def thresholds(self) -> dict[str, float | None]:
+        return {level: choice.threshold for level, choice in self.choices.items()}
+
+    def importances(self) -> list[tuple[str, float]]:
+        return feature_importances(self.fit.model, self.feature_cols)
+
+
+def _is_holdout(calendar: SnapshotCalendar) -> Column:
+    return F.col("snapshot_time") == F.lit(calendar.calibration)
+
+
+def _is_training(calendar: SnapshotCalendar) -> Column:
+    return F.col("snapshot_time").isin([F.lit(t) for t in calendar.training])
 
 
 def segment_calendar(segment: SegmentDefinition, run_date: date) -> SnapshotCalendar:
@@ -132,11 +170,9 @@ def _reused(cfg: AppConfig, segment: SegmentDefinition, calendar: SnapshotCalend
 
 
 def _class_counts(frame: DataFrame, calendar: SnapshotCalendar) -> dict[str, int]:
-    is_holdout = F.col("snapshot_time") == F.lit(calendar.calibration)
-    is_training = F.col("snapshot_time").isin([F.lit(t) for t in calendar.training])
     row = frame.agg(*[
         F.sum(F.when(part & (F.col("label") == value), 1).otherwise(0)).alias(f"{name}_{kind}")
-        for name, part in (("train", is_training), ("holdout", is_holdout))
+        for name, part in (("train", _is_training(calendar)), ("holdout", _is_holdout(calendar)))
         for kind, value in (("positives", 1), ("negatives", 0))
     ]).first()
     return {key: int(row[key] or 0) for key in row.asDict()}
@@ -185,34 +221,41 @@ def train_from_frame(
             log.warning("[%s] skipped: %s", segment.name, reason)
             return TrainingOutcome(status=STATUS_SKIPPED, reason=reason, calendar=calendar,
                                    metrics={k: float(v) for k, v in counts.items()})
-        holdout = frame.where(F.col("snapshot_time") == F.lit(calendar.calibration))
-        training = frame.where(F.col("snapshot_time").isin([F.lit(t) for t in calendar.training]))
         with timer.stage("fit"):
-            fit = fit_with_time_validation(training, feature_cols, segment.training)
+            fit = fit_with_time_validation(frame.where(_is_training(calendar)), feature_cols, segment.training)
         with timer.stage("holdout metrics"):
-            scored = fit.model.transform(holdout).select(*KEYS, RAW_SCORE, "label").persist()
+            scored = fit.model.transform(frame.where(_is_holdout(calendar))).select(*KEYS, RAW_SCORE, "label").persist()
             metrics = {**holdout_metrics(scored), "n_train": float(fit.n_train),
                        "n_validation": float(fit.n_validation), "train_seconds": fit.fit_seconds}
         with timer.stage("calibration"):
-            # A fresh split per calibration snapshot: see calibration.split_folds.
-            fold_salt = calendar.calibration.date().isoformat()
-            calibrated = calibration.fit_calibrator(scored, seed=segment.training.seed, salt=fold_salt)
-            curve = calibration.threshold_curve(calibration.score_table(calibrated.threshold_fold),
-                                                cfg.nightly.threshold_curve_points, cfg.nightly.confidence)
-            choice_half, evidence_half = calibration.split_threshold_fold(calibrated.threshold_fold,
-                                                                          segment.training.seed, fold_salt)
-            # The minimum size counts threshold-fold members; the choice half holds about half of them.
-            choices = calibration.choose_thresholds(calibration.score_table(choice_half), _levels(cfg, segment),
-                                                    max(1, cfg.nightly.min_segment_size // 2), cfg.nightly.confidence)
-            choices = calibration.with_evidence(choices, calibration.score_table(evidence_half))
+            calibrated, curve, choices = _calibrate(cfg, segment, calendar, scored)
             metrics.update(brier_raw=calibrated.brier_before, brier_calibrated=calibrated.brier_after)
-        final_model = PipelineModel(stages=[*fit.model.stages, calibrated.calibrator])
-        outcome = _log_and_register(cfg, segment, calendar, events_version, frame, feature_cols, fit,
-                                    final_model, scored, metrics, calibrated, curve, choices, timer)
+        trained = TrainedModel(
+            segment, calendar, events_version, frame, feature_cols, fit,
+            final_model=PipelineModel(stages=[*fit.model.stages, calibrated.calibrator]),
+            scored=scored, calibrated=calibrated, metrics=metrics, curve=curve, choices=choices,
+        )
+        outcome = _log_and_register(cfg, trained, timer)
         scored.unpersist()
         return outcome
     finally:
         frame.unpersist()
+
+
+def _calibrate(cfg: AppConfig, segment: SegmentDefinition, calendar: SnapshotCalendar, scored: DataFrame,
+               ) -> tuple[calibration.CalibrationResult, pd.DataFrame, dict[str, calibration.ThresholdChoice]]:
+    """(calibrator and folds, held-out threshold curve, one threshold per level with its held-out evidence)."""
+    # A fresh split per calibration snapshot: see calibration.split_folds.
+    fold_salt = calendar.calibration.date().isoformat()
+    seed, nightly = segment.training.seed, cfg.nightly
+    calibrated = calibration.fit_calibrator(scored, seed=seed, salt=fold_salt)
+    curve = calibration.threshold_curve(calibration.score_table(calibrated.threshold_fold),
+                                        nightly.threshold_curve_points, nightly.confidence)
+    choice_half, evidence_half = calibration.split_threshold_fold(calibrated.threshold_fold, seed, fold_salt)
+    # The minimum size counts threshold-fold members; the choice half holds about half of them.
+    choices = calibration.choose_thresholds(calibration.score_table(choice_half), _levels(cfg, segment),
+                                            max(1, nightly.min_segment_size // 2), nightly.confidence)
+    return calibrated, curve, calibration.with_evidence(choices, calibration.score_table(evidence_half))
 
 
 def _champion_auc_pr_on(holdout_scored: DataFrame, holdout_features: DataFrame, model_uri: str) -> float | None:
@@ -227,54 +270,24 @@ def _champion_auc_pr_on(holdout_scored: DataFrame, holdout_features: DataFrame, 
         return None
 
 
-def _log_and_register(
-    cfg: AppConfig,
-    segment: SegmentDefinition,
-    calendar: SnapshotCalendar,
-    events_version: int | None,
-    frame: DataFrame,
-    feature_cols: list[str],
-    fit: FitResult,
-    final_model: PipelineModel,
-    scored: DataFrame,
-    metrics: dict[str, float],
-    calibrated: calibration.CalibrationResult,
-    curve: pd.DataFrame,
-    choices: dict[str, calibration.ThresholdChoice],
-    timer: StageTimer,
-) -> TrainingOutcome:
-
+def _log_and_register(cfg: AppConfig, trained: TrainedModel, timer: StageTimer) -> TrainingOutcome:
+    """One MLflow run (params, metrics, artifacts, drift baseline, model), then the registry and the champion."""
+    segment, calendar = trained.segment, trained.calendar
     experiment_id = tracking.ensure_experiment(cfg.mlflow, segment.name)
     name = tracking.registered_model_name(cfg.mlflow, segment.name)
-    holdout_features = frame.where(F.col("snapshot_time") == F.lit(calendar.calibration)).drop("label")
-    thresholds = {level: choice.threshold for level, choice in choices.items()}
     tags = tracking.run_tags(segment.name, segment.kind, calendar.run_date)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{segment.name}-{calendar.run_date}",
                           tags=tags) as run:
-        mlflow.log_params(_params(segment, calendar, fit, events_version, feature_cols))
-        mlflow.log_metrics({**metrics, **_search_metrics(fit)})
+        mlflow.log_params(_params(trained))
+        mlflow.log_metrics({**trained.metrics, **_search_metrics(trained.fit)})
         with timer.stage("mlflow artifacts"), tempfile.TemporaryDirectory() as tmp:
-            _log_artifacts(Path(tmp), segment, frame, feature_cols, fit, scored, metrics, calibrated, curve, choices,
-                           calendar.calibration)
+            _log_artifacts(Path(tmp), trained)
         with timer.stage("drift baseline"), tempfile.TemporaryDirectory() as tmp:
-            _log_drift_baseline(Path(tmp), final_model, holdout_features, feature_importances(fit.model, feature_cols))
+            _log_drift_baseline(Path(tmp), trained)
         with timer.stage("mlflow model"):
-            example = holdout_features.select(*feature_cols).limit(INPUT_EXAMPLE_ROWS).toPandas()
-            info = mlflow.spark.log_model(
-                final_model, artifact_path="model", registered_model_name=name,
-                signature=infer_signature(example), input_example=example,
-                # Explicit requirements: inferring them starts a second Python process with its own Spark JVM.
-                pip_requirements=model_requirements(),
-            )
-        version = str(info.registered_model_version)
+            version = _log_model(trained, name)
         with timer.stage("champion/challenger"):
-            champion = tracking.champion_version(cfg.mlflow, segment.name)
-            champion_auc = (_champion_auc_pr_on(scored, holdout_features, f"models:/{name}/{champion.version}")
-                            if champion is not None else None)
-            tracking.register_model(cfg.mlflow, segment.name, version, thresholds, metrics["auc_pr"],
-                                    calendar.calibration, calendar.run_date, feature_cols)
-            decision = tracking.promote_if_better(cfg.mlflow, segment.name, version, metrics["auc_pr"],
-                                                  champion_auc, str(champion.version) if champion is not None else None)
+            decision = _register_and_decide(cfg, trained, name, version)
         mlflow.log_metrics({f"stage_seconds.{k.replace(' ', '_')}": v for k, v in timer.durations.items()})
     return TrainingOutcome(
         status=STATUS_TRAINED,
@@ -285,10 +298,35 @@ def _log_and_register(
         model_version=version,
         model_uri=f"models:/{name}/{version}",
         is_champion=decision.promoted,
-        metrics=metrics,
-        thresholds=choices,
-        curve=curve,
+        metrics=trained.metrics,
+        thresholds=trained.choices,
+        curve=trained.curve,
     )
+
+
+def _log_model(trained: TrainedModel, name: str) -> str:
+    """Log and register the calibrated model; its registered version."""
+    example = trained.holdout_features.select(*trained.feature_cols).limit(INPUT_EXAMPLE_ROWS).toPandas()
+    info = mlflow.spark.log_model(
+        trained.final_model, artifact_path="model", registered_model_name=name,
+        signature=infer_signature(example), input_example=example,
+        # Explicit requirements: inferring them starts a second Python process with its own Spark JVM.
+        pip_requirements=model_requirements(),
+    )
+    return str(info.registered_model_version)
+
+
+def _register_and_decide(cfg: AppConfig, trained: TrainedModel, name: str, version: str,
+                         ) -> tracking.PromotionDecision:
+    """Record the version's thresholds in the registry, then promote it if it beats the champion on this holdout."""
+    segment, calendar, auc = trained.segment, trained.calendar, trained.metrics["auc_pr"]
+    champion = tracking.champion_version(cfg.mlflow, segment.name)
+    champion_auc = (_champion_auc_pr_on(trained.scored, trained.holdout_features, f"models:/{name}/{champion.version}")
+                    if champion is not None else None)
+    tracking.register_model(cfg.mlflow, segment.name, version, trained.thresholds, auc,
+                            calendar.calibration, calendar.run_date, trained.feature_cols)
+    return tracking.promote_if_better(cfg.mlflow, segment.name, version, auc,
+                                      champion_auc, str(champion.version) if champion is not None else None)
 
 
 def model_requirements() -> list[str]:
@@ -296,9 +334,9 @@ def model_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in ("pyspark", "mlflow", "pandas", "numpy")]
 
 
-def _params(segment: SegmentDefinition, calendar: SnapshotCalendar, fit: FitResult,
-            events_version: int | None, feature_cols: list[str]) -> dict[str, str]:
-    params = {
+def _params(trained: TrainedModel) -> dict[str, str]:
+    segment, calendar, fit, events_version = trained.segment, trained.calendar, trained.fit, trained.events_version
+    return {
         **tracking.flatten_params(segment, "segment"),
         "horizon": format_duration(segment.horizon),
         "windows": ",".join(format_duration(w) for w in segment.windows),
@@ -310,16 +348,16 @@ def _params(segment: SegmentDefinition, calendar: SnapshotCalendar, fit: FitResu
         "gbt.positive_weight": repr(fit.positive_weight),
         "gbt.candidates": str(len(fit.candidates) or 1),
         "events_delta_version": "none" if events_version is None else str(events_version),
-        "n_features": str(len(feature_cols)),
+        "n_features": str(len(trained.feature_cols)),
     }
-    return params
 
 
 def _search_metrics(fit: FitResult) -> dict[str, float]:
     return {f"search.candidate_{i}.validation_auc_pr": c.validation_auc_pr for i, c in enumerate(fit.candidates)}
 
 
-def _data_profile(frame: DataFrame, feature_cols: list[str], holdout: datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _data_profile(frame: DataFrame, feature_cols: list[str], calendar: SnapshotCalendar,
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-feature null share / min / mean / max on the holdout snapshot, rows and positives per snapshot).
 
     The features are profiled on the holdout rows, the ones the model is judged on: four aggregates
@@ -332,7 +370,7 @@ def _data_profile(frame: DataFrame, feature_cols: list[str], holdout: datetime) 
         for agg in (F.avg(F.col(c).isNull().cast("double")).alias(f"{c}|null_share"), F.min(c).alias(f"{c}|min"),
                     F.avg(c).alias(f"{c}|mean"), F.max(c).alias(f"{c}|max"))
     ]
-    row = frame.where(F.col("snapshot_time") == F.lit(holdout)).agg(*aggregates).first().asDict()
+    row = frame.where(_is_holdout(calendar)).agg(*aggregates).first().asDict()
     features = pd.DataFrame([
         {"feature": c, **{stat: row[f"{c}|{stat}"] for stat in ("null_share", "min", "mean", "max")}}
         for c in feature_cols
@@ -344,35 +382,23 @@ def _data_profile(frame: DataFrame, feature_cols: list[str], holdout: datetime) 
     return features, per_snapshot
 
 
-def _log_artifacts(
-    folder: Path,
-    segment: SegmentDefinition,
-    frame: DataFrame,
-    feature_cols: list[str],
-    fit: FitResult,
-    scored: DataFrame,
-    metrics: dict[str, float],
-    calibrated: calibration.CalibrationResult,
-    curve: pd.DataFrame,
-    choices: dict[str, calibration.ThresholdChoice],
-    holdout_time: datetime,
-) -> None:
-
-    holdout = scored.select(RAW_SCORE, "label").toPandas()
-    importances = feature_importances(fit.model, feature_cols)
+def _log_artifacts(folder: Path, trained: TrainedModel) -> None:
+    """Plots, data profile, threshold curve, segment definition and thresholds: one artifact folder."""
+    metrics, importances, feature_cols = trained.metrics, trained.importances(), trained.feature_cols
+    holdout = trained.scored.select(RAW_SCORE, "label").toPandas()
     plots.roc_pr_png(holdout[RAW_SCORE].to_numpy(), holdout["label"].to_numpy(), metrics["auc_roc"],
                      metrics["auc_pr"], folder / "roc_pr_curves.png")
-    plots.reliability_png(calibrated.reliability, folder / "reliability.png")
+    plots.reliability_png(trained.calibrated.reliability, folder / "reliability.png")
     plots.feature_importance_png(importances, folder / "feature_importances.png")
     pd.DataFrame(importances, columns=["feature", "importance"]).to_csv(folder / "feature_importances.csv",
                                                                          index=False)
-    profile, per_snapshot = _data_profile(frame, feature_cols, holdout_time)
+    profile, per_snapshot = _data_profile(trained.frame, feature_cols, trained.calendar)
     profile.to_csv(folder / "data_profile_features.csv", index=False)
     per_snapshot.to_csv(folder / "data_profile_snapshots.csv", index=False)
-    curve.to_csv(folder / "threshold_curve.csv", index=False)
-    (folder / "segment.yaml").write_text(yaml.safe_dump(_segment_yaml(segment), sort_keys=False))
+    trained.curve.to_csv(folder / "threshold_curve.csv", index=False)
+    (folder / "segment.yaml").write_text(yaml.safe_dump(_segment_yaml(trained.segment), sort_keys=False))
     (folder / "thresholds.json").write_text(json.dumps(
-        {level: _choice_dict(choice) for level, choice in choices.items()}, indent=2, sort_keys=True))
+        {level: _choice_dict(choice) for level, choice in trained.choices.items()}, indent=2, sort_keys=True))
     (folder / "feature_columns.json").write_text(json.dumps(feature_cols, indent=2))
     mlflow.log_artifacts(str(folder))
     mlflow.set_tag("top_features", ", ".join(name for name, _ in importances[:5]))
@@ -381,18 +407,15 @@ def _log_artifacts(
 DRIFT_FEATURES = 20
 
 
-def _log_drift_baseline(folder: Path, final_model: PipelineModel, holdout_features: DataFrame,
-                        importances: list[tuple[str, float]]) -> None:
+def _log_drift_baseline(folder: Path, trained: TrainedModel) -> None:
     """The holdout side of tomorrow's drift check, stored once per model instead of rebuilt every night.
 
     It watches the most important features and the calibrated score: one histogram per column and
     bin in a single aggregation, and past a few hundred aggregates Spark stops generating code for it.
     """
-
-
-    watched = [name for name, _ in importances[:DRIFT_FEATURES]]
+    watched = [name for name, _ in trained.importances()[:DRIFT_FEATURES]]
     # Persisted: the quantile pass and the histogram pass would otherwise each run the whole pipeline.
-    scored = final_model.transform(holdout_features).select(*watched, SCORE_COLUMN).persist()
+    scored = trained.final_model.transform(trained.holdout_features).select(*watched, SCORE_COLUMN).persist()
     try:
         baseline = psi_baseline(scored, [*watched, SCORE_COLUMN])
     finally:
