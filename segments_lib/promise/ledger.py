@@ -213,6 +213,20 @@ def backtest_rows(
     and control alike, because the promise is about who the score selects; the two outcome rates
     beside it show whether targeting changed the outcome.
     """
+    columns = _checked_level_columns(membership, labels, promises, level_columns)
+    joined = membership.join(labels.select("user_id", F.col("label").cast("int").alias("label")),
+                             on="user_id", how="left")
+    totals = joined.agg(*_backtest_counts(promises, columns))
+    exploded = totals.select("segment", "eligible", "positives", "unlabeled", _per_level(promises))
+    result = _backtest_columns(scored_date, evaluated_on)
+    return exploded.select(*[
+        result[name].cast(dtype).alias(name, metadata={"comment": doc}) for name, dtype, doc in BACKTEST_COLUMNS
+    ])
+
+
+def _checked_level_columns(membership: DataFrame, labels: DataFrame, promises: Mapping[str, LevelPromise],
+                           level_columns: Mapping[str, str] | None) -> dict[str, str]:
+    """Level → membership flag column, after checking that every promised level and input column is there."""
     columns = dict(level_columns) if level_columns is not None else {lv: f"member_{lv}" for lv in promises}
     unknown = [lv for lv in promises if lv not in columns]
     if unknown:
@@ -221,13 +235,15 @@ def backtest_rows(
     _require(labels, ["user_id", "label"], "labels")
     if not promises:
         raise ValueError("backtest_rows needs at least one level promise")
+    return columns
 
-    joined = membership.join(labels.select("user_id", F.col("label").cast("int").alias("label")),
-                             on="user_id", how="left")
+
+def _backtest_counts(promises: Mapping[str, LevelPromise], columns: Mapping[str, str]) -> list[Column]:
+    """The one aggregation's columns: the segment's counts, then per level i its labelled members and their
+    positives (m, tp), the treated ones (tm, tp_t) and the control ones (cm, tp_c)."""
     known = F.col("label").isNotNull()
     positive = F.col("label") == 1
     control = F.coalesce(F.col("control_group"), F.lit(False))
-
     aggregates: list[Column] = [
         F.first("segment", ignorenulls=True).alias("segment"),
         F.count_if(known).alias("eligible"),
@@ -244,9 +260,12 @@ def backtest_rows(
             F.count_if(member & control).alias(f"cm{i}"),
             F.count_if(member & control & positive).alias(f"tp_c{i}"),
         ]
-    totals = joined.agg(*aggregates)
+    return aggregates
 
-    per_level = F.explode(F.array(*[
+
+def _per_level(promises: Mapping[str, LevelPromise]) -> Column:
+    """`l`: one struct per level (its promise and the counts `_backtest_counts` named for it), exploded to rows."""
+    return F.explode(F.array(*[
         F.struct(
             F.lit(level).alias("level"),
             F.lit(promise.promised_precision).cast("double").alias("promised_precision"),
@@ -257,10 +276,12 @@ def backtest_rows(
         )
         for i, (level, promise) in enumerate(promises.items())
     ])).alias("l")
-    exploded = totals.select("segment", "eligible", "positives", "unlabeled", per_level)
 
+
+def _backtest_columns(scored_date: date, evaluated_on: date) -> dict[str, Column]:
+    """Each `BACKTEST_COLUMNS` column as an expression over the exploded per-level rows."""
     realized = _ratio(F.col("l.true_positives"), F.col("l.members"))
-    result = {
+    return {
         "segment": F.col("segment"),
         "scored_date": F.lit(scored_date),
         "evaluated_on": F.lit(evaluated_on),
@@ -282,9 +303,6 @@ def backtest_rows(
         # Null (not False) when there is nothing to judge: no members, or a level that was unreachable.
         "meets_lower_bound": F.when(F.col("l.members") > 0, realized >= F.col("l.promised_lower_bound")),
     }
-    return exploded.select(*[
-        result[name].cast(dtype).alias(name, metadata={"comment": doc}) for name, dtype, doc in BACKTEST_COLUMNS
-    ])
 
 
 def night_ledger(events: DataFrame, membership: DataFrame, segment: SegmentDefinition,
