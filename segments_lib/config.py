@@ -6,12 +6,15 @@ Segment definitions (`conf/segments.yaml`) are parsed by `segments_lib.language.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import os
+import re
+import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import yaml
 
@@ -25,65 +28,72 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class EventColumns:
-    """Names of the source columns that map onto the events contract."""
+    """Names of the source columns that map onto the events contract.
+
+    The defaults are the contract's own column names (no renaming), so code and tests can describe a
+    source that already follows the contract; the config's values always come from `conf/base.yaml`
+    (`events.columns`), and tests/test_config_reference.py keeps the two equal.
+    """
     user_col: str = "user_id"
     event_col: str = "event_name"
     time_col: str = "event_time"
     value_col: str = "event_value"
 
 
+# Every default below lives in conf/base.yaml (docs/config-reference.md lists them); these classes only
+# name and type the parsed values.
 @dataclass(frozen=True)
 class EventsConfig:
     path: Path
-    format: str = "delta"  # delta | parquet
-    columns: EventColumns = field(default_factory=EventColumns)
-    source_timezone: str = "UTC"
-    dedup_key: tuple[str, ...] = ("user_id", "event_name", "event_time", "event_value")
-    allow_negative_values: bool = False
-    max_rejected_share: float = 0.05
+    format: str  # delta | parquet
+    columns: EventColumns
+    source_timezone: str
+    dedup_key: tuple[str, ...]
+    allow_negative_values: bool
+    max_rejected_share: float
 
 
 @dataclass(frozen=True)
 class OutputConfig:
     root: Path
-    catalog_database: str | None = None  # register tables in this database when set
+    catalog_database: str | None  # register tables in this database when set
 
 
 @dataclass(frozen=True)
 class MlflowConfig:
     tracking_uri: str  # resolved: config value, else MLFLOW_TRACKING_URI, else embedded sqlite
     artifact_location: Path
-    experiment_prefix: str = "segments"
-    on_unreachable: str = "fail"  # fail | score_with_last_champion
+    experiment_prefix: str
+    on_unreachable: str  # fail | score_with_last_champion
 
 
 @dataclass(frozen=True)
 class SparkConfig:
-    master: str | None = None  # None: local[*] unless spark-submit already chose one
-    app_name: str = "predictive-segments"
-    delta_package: str = "io.delta:delta-spark_4.2_2.13:4.4.0"
-    jars_cache_dir: Path = Path("~/.cache/predictive-segments/jars")
-    delta_jars: tuple[str, ...] = ()  # pre-downloaded JARs for clusters without internet
-    conf: Mapping[str, str] = field(default_factory=dict)
+    master: str | None  # None: local[*] unless spark-submit already chose one
+    app_name: str
+    delta_package: str
+    jars_cache_dir: Path
+    delta_jars: tuple[str, ...]  # pre-downloaded JARs for clusters without internet
+    conf: Mapping[str, str]
 
 
 @dataclass(frozen=True)
 class NightlyConfig:
-    control_share: float = 0.10
-    min_segment_size: int = 50
-    threshold_curve_points: int = 80
-    confidence: float = 0.95
-    backtest_flag_nights: int = 3
-    score_psi_retrain: float = 0.25
-    parallel_segments: int = 2  # segments of one night trained and scored at once, in driver threads
+    control_share: float
+    min_segment_size: int
+    threshold_curve_points: int
+    confidence: float
+    backtest_flag_nights: int
+    score_psi_retrain: float
+    parallel_segments: int  # segments of one night trained and scored at once, in driver threads
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    users: int = 20_000
-    days: int = 120
-    seed: int = 7
-    end_date: str = "2026-06-01"
+    users: int
+    days: int
+    seed: int
+    end_date: str
 
 
 @dataclass(frozen=True)
@@ -109,6 +119,8 @@ def _deep_merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, A
     for key, value in overlay.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
             merged[key] = _deep_merge(dict(merged[key]), value)
+        elif value is None and isinstance(merged.get(key), Mapping):
+            continue  # an empty section (`spark:` with every entry commented out) changes nothing
         else:
             merged[key] = value
     return merged
@@ -134,48 +146,66 @@ def suggest(name: str, choices: list[str] | tuple[str, ...]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+# Sections whose keys are chosen by the user (any Spark setting, any level name): base.yaml gives their
+# default entries, not the list of allowed keys.
+OPEN_SECTIONS = frozenset({"spark.conf", "precision_levels"})
+
+
+def shipped_base() -> dict[str, Any]:
+    """The parsed `base.yaml`: every key with its default; the allowed keys of every section."""
+    return read_yaml(_conf_file("base.yaml"))
+
+
+def check_known_keys(data: Mapping[str, Any], schema: Mapping[str, Any], source: str, path: str = "") -> None:
+    """Raise for a key that `base.yaml` (`schema`) does not define, naming `source` and the key path."""
+    allowed = [str(k) for k in schema]
+    for key, value in data.items():
+        key_path = f"{path}.{key}" if path else str(key)
+        if key not in schema:
+            raise ConfigError(
+                f"{source}: unknown key '{key_path}'{suggest(str(key), allowed)}; "
+                f"valid keys: {', '.join(sorted(allowed))}"
+            )
+        if isinstance(value, Mapping) and isinstance(schema[key], Mapping) and key_path not in OPEN_SECTIONS:
+            check_known_keys(value, schema[key], source, key_path)
+
+
 class _Section:
-    """Reads one mapping of the merged config, remembering the key path for error messages."""
-    def __init__(self, source: str, path: str, data: Any) -> None:
-        if data is None:
-            data = {}
+    """Reads one mapping of the merged config, remembering the key path for error messages.
+
+    `schema` is the same mapping in base.yaml: a key that is null there may be null (unset) here.
+    """
+    def __init__(self, source: str, path: str, data: Any, schema: Any) -> None:
         if not isinstance(data, Mapping):
             raise ConfigError(f"{source}: {path or '<top>'} must be a mapping, found {type(data).__name__}")
         self.source, self.path, self.data = source, path, data
+        self.schema = schema if isinstance(schema, Mapping) else {}
 
     def _key(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
 
-    def check_keys(self, allowed: list[str]) -> None:
-        for key in self.data:
-            if key not in allowed:
-                raise ConfigError(
-                    f"{self.source}: unknown key '{self._key(key)}'{suggest(str(key), allowed)}; "
-                    f"valid keys: {', '.join(sorted(allowed))}"
-                )
-
     def section(self, key: str) -> _Section:
-        return _Section(self.source, self._key(key), self.data.get(key))
+        return _Section(self.source, self._key(key), self.get(key, dict), self.schema.get(key))
 
-    def get(self, key: str, kind: type, default: Any = None, required: bool = False) -> Any:
-        if key not in self.data or self.data[key] is None:
-            if required:
-                raise ConfigError(f"{self.source}: missing required key '{self._key(key)}'")
-            return default
+    def get(self, key: str, kind: type) -> Any:
+        if key not in self.data:
+            raise ConfigError(f"{self.source}: missing required key '{self._key(key)}' "
+                              "(conf/base.yaml defines every key)")
         value = self.data[key]
+        if value is None:
+            if key in self.schema and self.schema[key] is None:
+                return None  # null in base.yaml: "unset" is meaningful
+            raise ConfigError(f"{self.source}: '{self._key(key)}' must be {kind.__name__}, found null")
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if kind is bool and not isinstance(value, bool):
             raise ConfigError(f"{self.source}: '{self._key(key)}' must be true or false, found {value!r}")
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            kind_name = "a mapping" if kind is dict else kind.__name__
             raise ConfigError(
-                f"{self.source}: '{self._key(key)}' must be {kind.__name__}, found {value!r}"
+                f"{self.source}: '{self._key(key)}' must be {kind_name}, found {value!r}"
             )
         return value
-
-
-def _allowed(cls: type) -> list[str]:
-    return [f.name for f in fields(cls)]
 
 
 def _resolve(base: Path, value: str | os.PathLike[str]) -> Path:
@@ -183,25 +213,27 @@ def _resolve(base: Path, value: str | os.PathLike[str]) -> Path:
     return path if path.is_absolute() else (base / path)
 
 
+def _parse_simple(sec: _Section, cls: type) -> Any:
+    """A section of plain values: each field's type from the dataclass, its value from the merged YAML."""
+    hints = get_type_hints(cls)
+    return cls(**{f.name: sec.get(f.name, hints[f.name]) for f in fields(cls)})
+
+
 def _parse_events(sec: _Section, workspace: Path) -> EventsConfig:
-    sec.check_keys(_allowed(EventsConfig))
-    cols = sec.section("columns")
-    cols.check_keys(_allowed(EventColumns))
-    columns = EventColumns(**{k: cols.get(k, str, getattr(EventColumns(), k)) for k in _allowed(EventColumns)})
-    fmt = sec.get("format", str, "delta")
+    columns = _parse_simple(sec.section("columns"), EventColumns)
+    fmt = sec.get("format", str)
     if fmt not in ("delta", "parquet"):
         raise ConfigError(f"{sec.source}: 'events.format' must be delta or parquet, found {fmt!r}")
-    share = sec.get("max_rejected_share", float, 0.05)
+    share = sec.get("max_rejected_share", float)
     if not 0.0 <= share <= 1.0:
         raise ConfigError(f"{sec.source}: 'events.max_rejected_share' must be in [0, 1], found {share}")
-    dedup = sec.get("dedup_key", list, list(EventsConfig.dedup_key))
     return EventsConfig(
-        path=_resolve(workspace, sec.get("path", str, required=True)),
+        path=_resolve(workspace, sec.get("path", str)),
         format=fmt,
         columns=columns,
-        source_timezone=sec.get("source_timezone", str, "UTC"),
-        dedup_key=tuple(str(c) for c in dedup),
-        allow_negative_values=sec.get("allow_negative_values", bool, False),
+        source_timezone=sec.get("source_timezone", str),
+        dedup_key=tuple(str(c) for c in sec.get("dedup_key", list)),
+        allow_negative_values=sec.get("allow_negative_values", bool),
         max_rejected_share=share,
     )
 
@@ -219,19 +251,6 @@ def _parse_levels(sec: _Section) -> dict[str, float]:
     return dict(sorted(levels.items(), key=lambda kv: -kv[1]))
 
 
-def _parse_simple(sec: _Section, cls: type, converters: Mapping[str, Any] | None = None) -> Any:
-    sec.check_keys(_allowed(cls))
-    defaults = cls()
-    values = {}
-    for f in fields(cls):
-        default = getattr(defaults, f.name)
-        kind = type(default) if default is not None else str
-        values[f.name] = sec.get(f.name, kind, default)
-    for name, convert in (converters or {}).items():
-        values[name] = convert(values[name])
-    return cls(**values)
-
-
 def _parse_nightly(sec: _Section, source: str) -> NightlyConfig:
     nightly = _parse_simple(sec, NightlyConfig)
     if nightly.parallel_segments < 1:
@@ -240,31 +259,28 @@ def _parse_nightly(sec: _Section, source: str) -> NightlyConfig:
     return nightly
 
 
-def parse_config(data: Mapping[str, Any], source: str, root: Path = PROJECT_ROOT) -> AppConfig:
-    top = _Section(source, "", data)
-    top.check_keys([
-        "workspace", "events", "quarantine_path", "output", "mlflow", "spark",
-        "precision_levels", "nightly", "demo", "segments_file",
-    ])
-    workspace = _resolve(root, os.environ.get("SEGMENTS_WORKSPACE") or top.get("workspace", str, "workspace"))
+def parse_config(data: Mapping[str, Any], source: str, root: Path = PROJECT_ROOT,
+                 schema: Mapping[str, Any] | None = None) -> AppConfig:
+    """The merged YAML as an `AppConfig`; `schema` (default: the shipped base.yaml) names the valid keys."""
+    schema = shipped_base() if schema is None else schema
+    check_known_keys(data, schema, source)
+    top = _Section(source, "", data, schema)
+    workspace = _resolve(root, os.environ.get("SEGMENTS_WORKSPACE") or top.get("workspace", str))
     events = _parse_events(top.section("events"), workspace)
 
     out = top.section("output")
-    out.check_keys(_allowed(OutputConfig))
     output = OutputConfig(
-        root=_resolve(workspace, out.get("root", str, "tables")),
-        catalog_database=out.get("catalog_database", str, None),
+        root=_resolve(workspace, out.get("root", str)),
+        catalog_database=out.get("catalog_database", str),
     )
 
     ml = top.section("mlflow")
-    ml.check_keys(["tracking_uri", "artifact_location", "experiment_prefix", "on_unreachable"])
-    configured_uri = ml.get("tracking_uri", str, None)
     tracking_uri = (
-        configured_uri
+        ml.get("tracking_uri", str)
         or os.environ.get("MLFLOW_TRACKING_URI")
         or f"sqlite:///{(workspace / 'mlflow' / 'mlflow.db').as_posix()}"
     )
-    on_unreachable = ml.get("on_unreachable", str, "fail")
+    on_unreachable = ml.get("on_unreachable", str)
     if on_unreachable not in ("fail", "score_with_last_champion"):
         raise ConfigError(
             f"{source}: 'mlflow.on_unreachable' must be fail or score_with_last_champion, "
@@ -272,57 +288,171 @@ def parse_config(data: Mapping[str, Any], source: str, root: Path = PROJECT_ROOT
         )
     mlflow_cfg = MlflowConfig(
         tracking_uri=tracking_uri,
-        artifact_location=_resolve(workspace, ml.get("artifact_location", str, "mlflow/artifacts")),
-        experiment_prefix=ml.get("experiment_prefix", str, "segments"),
+        artifact_location=_resolve(workspace, ml.get("artifact_location", str)),
+        experiment_prefix=ml.get("experiment_prefix", str),
         on_unreachable=on_unreachable,
     )
 
     sp = top.section("spark")
-    sp.check_keys(_allowed(SparkConfig))
-    spark_conf = sp.get("conf", dict, {})
     spark_cfg = SparkConfig(
-        master=sp.get("master", str, None),
-        app_name=sp.get("app_name", str, SparkConfig.app_name),
-        delta_package=sp.get("delta_package", str, SparkConfig.delta_package),
-        jars_cache_dir=_resolve(root, sp.get("jars_cache_dir", str, str(SparkConfig.jars_cache_dir))),
-        delta_jars=tuple(str(j) for j in sp.get("delta_jars", list, [])),
-        conf={str(k): str(v) for k, v in spark_conf.items()},
+        master=sp.get("master", str),
+        app_name=sp.get("app_name", str),
+        delta_package=sp.get("delta_package", str),
+        jars_cache_dir=_resolve(root, sp.get("jars_cache_dir", str)),
+        delta_jars=tuple(str(j) for j in sp.get("delta_jars", list)),
+        conf={str(k): str(v) for k, v in sp.get("conf", dict).items()},
     )
 
     return AppConfig(
         workspace=workspace,
         events=events,
-        quarantine_path=_resolve(workspace, top.get("quarantine_path", str, "tables/events_quarantine")),
+        quarantine_path=_resolve(workspace, top.get("quarantine_path", str)),
         output=output,
         mlflow=mlflow_cfg,
         spark=spark_cfg,
         precision_levels=_parse_levels(top.section("precision_levels")),
         nightly=_parse_nightly(top.section("nightly"), source),
         demo=_parse_simple(top.section("demo"), DemoConfig),
-        segments_file=_resolve(root, top.get("segments_file", str, "conf/segments.yaml")),
+        segments_file=_resolve(root, top.get("segments_file", str)),
         sources=(),
     )
 
 
-def load_config(overlay: str | Path | None = None, conf_dir: Path = CONF_DIR,
-                overrides: Mapping[str, Any] | None = None) -> AppConfig:
-    """Load `base.yaml`, merge an overlay (a name such as 'local' or a path), then `overrides`."""
-    base_path = conf_dir / "base.yaml"
-    data = read_yaml(base_path)
+def _conf_file(name: str) -> Path:
+    return CONF_DIR / name
+
+
+def load_config(overlay: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> AppConfig:
+    """Load `base.yaml`, merge an overlay (a name such as 'local' or a path), then `overrides`.
+
+    Each layer may only use keys that base.yaml defines; an unknown key names the layer's own file.
+    """
+    base_path = _conf_file("base.yaml")
+    schema = read_yaml(base_path)
+    data = dict(schema)
     sources = [base_path]
     if overlay:
         overlay_path = Path(overlay)
         if not overlay_path.suffix:
-            overlay_path = conf_dir / f"{overlay}.yaml"
-        data = _deep_merge(data, read_yaml(overlay_path))
+            overlay_path = _conf_file(f"{overlay}.yaml")
+        layer = read_yaml(overlay_path)
+        check_known_keys(layer, schema, str(overlay_path))
+        data = _deep_merge(data, layer)
         sources.append(overlay_path)
     if overrides:
+        check_known_keys(overrides, schema, "overrides")
         data = _deep_merge(data, overrides)
     source = " + ".join(p.name for p in sources)
-    cfg = parse_config(data, source)
-    return _with_sources(cfg, tuple(sources))
+    cfg = parse_config(data, source, schema=schema)
+    return replace(cfg, sources=tuple(sources))
 
 
-def _with_sources(cfg: AppConfig, sources: tuple[Path, ...]) -> AppConfig:
+# ---------------------------------------------------------------------------------------------------
+# docs/config-reference.md, generated from base.yaml: every key, its default and its comment.
 
-    return replace(cfg, sources=sources)
+_COMMENT_LINE = re.compile(r"^\s*#\s?(?P<text>.*)$")
+_KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[^\s#:'\"][^:#]*?):(?:\s+(?P<rest>.*))?$")
+_INLINE_COMMENT = re.compile(r"(?:^|\s)#\s?(?P<text>.*)$")
+
+
+def base_comments(text: str) -> dict[tuple[str, ...], str]:
+    """{key path: the comment above or beside the key} of a YAML text.
+
+    A comment block belongs to the key right below it; a block followed by a blank line (the file's
+    introduction, say) belongs to no key.
+    """
+    pending: list[str] = []
+    stack: list[tuple[int, str]] = []
+    comments: dict[tuple[str, ...], str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            pending = []
+            continue
+        comment = _COMMENT_LINE.match(line)
+        if comment:
+            pending.append(comment.group("text").strip())
+            continue
+        match = _KEY_LINE.match(line)
+        if not match:
+            continue  # a continuation line of a value
+        indent = len(match.group("indent"))
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, match.group("key").strip()))
+        inline = _INLINE_COMMENT.search(match.group("rest") or "")
+        parts = [*pending, inline.group("text").strip() if inline else ""]
+        comments[tuple(key for _, key in stack)] = " ".join(p for p in parts if p)
+        pending = []
+    return comments
+
+
+def _yaml_value(value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000, sort_keys=False).strip()
+    return text.removesuffix("...").strip()
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _rows(node: Mapping[str, Any], comments: dict[tuple[str, ...], str], prefix: tuple[str, ...]) -> list[str]:
+    rows = []
+    for key, value in node.items():
+        path = (*prefix, str(key))
+        default = "(mapping)" if isinstance(value, Mapping) else f"`{_cell(_yaml_value(value))}`"
+        rows.append(f"| `{'.'.join(path)}` | {default} | {_cell(comments.get(path, ''))} |")
+        if isinstance(value, Mapping):
+            rows.extend(_rows(value, comments, path))
+    return rows
+
+
+def render_reference() -> str:
+    """The Markdown of docs/config-reference.md for the shipped base.yaml."""
+    text = _conf_file("base.yaml").read_text(encoding="utf-8")
+    data = yaml.safe_load(text)
+    comments = base_comments(text)
+    lines = [
+        "# Config reference",
+        "",
+        "<!-- Generated from conf/base.yaml by `python -m segments_lib.config --reference > "
+        "docs/config-reference.md`; edit the comments in conf/base.yaml, then regenerate. "
+        "tests/test_config_reference.py fails when this page is stale. -->",
+        "",
+        "Every key of the application config, its default and what it means. `conf/base.yaml` is the one "
+        "place defaults live: the parser has no fallbacks of its own, and an overlay (`--conf local`, `--conf cluster` "
+        "or a path) may set only the keys listed here. How overlays are found and how paths resolve: "
+        "[configuration.md](configuration.md#application-config). Segment definitions have their own "
+        "language: [configuration.md](configuration.md).",
+    ]
+    for key, value in data.items():
+        lines += ["", f"## `{key}`", ""]
+        if comments.get((key,)):
+            lines += [comments[(key,)], ""]
+        if isinstance(value, Mapping):
+            if key in OPEN_SECTIONS:
+                lines += ["Its keys are free: an overlay adds entries or replaces these defaults.", ""]
+            lines += ["| key | default | meaning |", "|---|---|---|", *_rows(value, comments, (key,))]
+        else:
+            lines.append(f"Default: `{_yaml_value(value)}`.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="segments_lib.config", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reference", action="store_true",
+                        help="print docs/config-reference.md (every key of base.yaml, its default and comment)")
+    parser.add_argument("--conf", default=None, help="print the merged config for this overlay")
+    args = parser.parse_args(argv)
+    if args.reference:
+        sys.stdout.write(render_reference())
+        return 0
+    try:
+        print(load_config(args.conf))
+    except ConfigError as exc:
+        print(f"config: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
