@@ -138,6 +138,11 @@ def pair_unfollowed_name(pair: DurationPair) -> str:
 
 def feature_catalog(spec: FeatureSpec) -> list[FeatureInfo]:
     """Every feature column, in output order, with what it means and what null means."""
+    return [*_overall_features(spec), *_frequency_features(spec), *_recency_features(spec), *_gap_features(spec),
+            *_value_features(spec), *_pair_features(spec)]
+
+
+def _overall_features(spec: FeatureSpec) -> list[FeatureInfo]:
     p1 = spec.p1
     infos = [
         FeatureInfo("tenure_days", "overall", "Days from the user's first event (within `history`) to T."),
@@ -156,50 +161,67 @@ def feature_catalog(spec: FeatureSpec) -> list[FeatureInfo]:
             f"(r7 − rrest) / (r7 + rrest), where r7 is events per day (any type) in the last 7d and rrest "
             f"events per day in the rest of the last {p1}; in [−1, 1], null when there is no event in {p1}.",
         ))
-    for event in spec.event_names:
-        infos += [
-            FeatureInfo(
-                freq_name(w, event), "frequency", f"Count of '{event}' in [T − {format_duration(w)}, T). 0 when none."
-            )
-            for w in spec.windows
-        ]
-    infos += [
+    return infos
+
+
+def _frequency_features(spec: FeatureSpec) -> list[FeatureInfo]:
+    return [
+        FeatureInfo(freq_name(w, event), "frequency",
+                    f"Count of '{event}' in [T − {format_duration(w)}, T). 0 when none.")
+        for event in spec.event_names
+        for w in spec.windows
+    ]
+
+
+def _recency_features(spec: FeatureSpec) -> list[FeatureInfo]:
+    return [
         FeatureInfo(recency_name(e), "recency", f"Days from the last '{e}' before T to T. Null when it never happened.")
         for e in spec.event_names
     ]
-    gap_words = {"mean": "mean", "min": "minimum", "max": "maximum", "std": "population standard deviation",
-                 "last": "most recent"}
-    for event in spec.event_names:
-        infos += [
-            FeatureInfo(
-                gap_name(stat, event), "gap",
-                f"Hours between consecutive '{event}' events, both in the last {p1}: {gap_words[stat]}. "
-                "Null with fewer than two occurrences.",
-            )
-            for stat in GAP_STATS
-        ]
-    for event in spec.value_events:
-        infos += [
-            FeatureInfo(value_name("sum", spec, event), "value",
-                        f"Sum of event_value of '{event}' in the last {p1}. 0 when none."),
-            FeatureInfo(value_name("mean", spec, event), "value",
-                        f"Mean event_value of '{event}' in the last {p1}. Null when no valued event."),
-            FeatureInfo(value_name("max", spec, event), "value",
-                        f"Largest event_value of '{event}' in the last {p1}. Null when no valued event."),
-        ]
+
+
+_GAP_WORDS = {"mean": "mean", "min": "minimum", "max": "maximum", "std": "population standard deviation",
+              "last": "most recent"}
+
+
+def _gap_features(spec: FeatureSpec) -> list[FeatureInfo]:
+    return [
+        FeatureInfo(
+            gap_name(stat, event), "gap",
+            f"Hours between consecutive '{event}' events, both in the last {spec.p1}: {_GAP_WORDS[stat]}. "
+            "Null with fewer than two occurrences.",
+        )
+        for event in spec.event_names
+        for stat in GAP_STATS
+    ]
+
+
+def _value_features(spec: FeatureSpec) -> list[FeatureInfo]:
+    meanings = {"sum": "Sum of event_value of '{event}' in the last {p1}. 0 when none.",
+                "mean": "Mean event_value of '{event}' in the last {p1}. Null when no valued event.",
+                "max": "Largest event_value of '{event}' in the last {p1}. Null when no valued event."}
+    return [
+        FeatureInfo(value_name(stat, spec, event), "value", meaning.format(event=event, p1=spec.p1))
+        for event in spec.value_events
+        for stat, meaning in meanings.items()
+    ]
+
+
+def _pair_features(spec: FeatureSpec) -> list[FeatureInfo]:
+    infos: list[FeatureInfo] = []
     for pair in spec.duration_pairs:
-        within = format_duration(pair.within)
+        first, then, within = pair.first, pair.then, format_duration(pair.within)
         infos += [
             FeatureInfo(
                 pair_mean_name(pair), "pair",
-                f"Mean hours from each '{pair.first}' in the last {p1} to the next '{pair.then}' before T "
-                f"(same instant counts, 0 h). Null when no '{pair.first}' was followed.",
+                f"Mean hours from each '{first}' in the last {spec.p1} to the next '{then}' before T "
+                f"(same instant counts, 0 h). Null when no '{first}' was followed.",
             ),
             FeatureInfo(
                 pair_unfollowed_name(pair), "pair",
-                f"Count of '{pair.first}' in the last {p1} with no '{pair.then}' within {within} after it, "
-                f"as seen at T (a '{pair.then}' exactly {within} later counts as followed; a recent "
-                f"'{pair.first}' whose {within} is not over yet counts as unfollowed so far). 0 when none.",
+                f"Count of '{first}' in the last {spec.p1} with no '{then}' within {within} after it, "
+                f"as seen at T (a '{then}' exactly {within} later counts as followed; a recent "
+                f"'{first}' whose {within} is not over yet counts as unfollowed so far). 0 when none.",
             ),
         ]
     return infos
