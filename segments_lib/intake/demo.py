@@ -193,6 +193,33 @@ def _purchase_after(rng: np.random.Generator, cart_second: np.ndarray) -> np.nda
     return cart_second + 1 + np.floor(rng.random(cart_second.size) * room).astype(np.int64)
 
 
+@dataclass(frozen=True)
+class _Carts:
+    """One day's carts (`who`: user or row index, `second`) and the purchases of those that convert."""
+    who: np.ndarray
+    second: np.ndarray
+    converts: np.ndarray
+    buyer: np.ndarray
+    amount: np.ndarray
+    bought_at: np.ndarray  # second of each purchase
+
+
+def _draw_carts(state: LatentState, session_who: np.ndarray, start: np.ndarray,
+               rng: np.random.Generator) -> _Carts:
+    """Carts inside the sessions starting at `start`, and which of them convert into a purchase (and its amount)."""
+    cart_session = np.repeat(np.arange(start.size), rng.poisson(state.carts_per_session()[session_who]))
+    who = session_who[cart_session]
+    second = _within(rng, start[cart_session], SESSION_SPAN_S)
+    converts = rng.random(who.size) < state.conversion()[who]
+    buyer = who[converts]
+    return _Carts(who, second, converts, buyer, _purchase_amounts(state, buyer, rng),
+                     _purchase_after(rng, second[converts]))
+
+
+def _purchase_amounts(state: LatentState, buyer: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return np.round(np.exp(state.log_spend()[buyer] + rng.normal(0.0, VALUE_SIGMA, buyer.size)), 2)
+
+
 def simulate_day(state: LatentState, active: np.ndarray, weekday: int, rng: np.random.Generator) -> DayEvents:
     """All events of one day for the users in `active` (indices), given their latent state."""
     users = active
@@ -215,14 +242,9 @@ def simulate_day(state: LatentState, active: np.ndarray, weekday: int, rng: np.r
             values = np.round(np.exp(rng.normal(TRANSACTION_LOG_MEAN, TRANSACTION_SIGMA, per_session.size)), 2)
         add(session_user[per_session], _CODE[name], _within(rng, start[per_session], SESSION_SPAN_S), values)
 
-    cart_session = np.repeat(np.arange(start.size), rng.poisson(state.carts_per_session()[session_user]))
-    cart_user = session_user[cart_session]
-    cart_second = _within(rng, start[cart_session], SESSION_SPAN_S)
-    add(cart_user, _CODE[ADD_TO_CART], cart_second)
-    converts = rng.random(cart_user.size) < state.conversion()[cart_user]
-    buyer = cart_user[converts]
-    amounts = np.round(np.exp(state.log_spend()[buyer] + rng.normal(0.0, VALUE_SIGMA, buyer.size)), 2)
-    add(buyer, _CODE[PURCHASE], _purchase_after(rng, cart_second[converts]), amounts)
+    carts = _draw_carts(state, session_user, start, rng)
+    add(carts.who, _CODE[ADD_TO_CART], carts.second)
+    add(carts.buyer, _CODE[PURCHASE], carts.bought_at, carts.amount)
 
     clicker = np.repeat(users, rng.poisson(state.clicks_per_day()[users]))
     add(clicker, _CODE[CLICK], _diurnal_seconds(rng, clicker.size))
@@ -310,67 +332,71 @@ def _future_probabilities(state: LatentState, first_weekday: int, replicas: int,
     """True probability of each demo target for each (alive) user, re-simulating 14 days `replicas` times."""
     n = state.alive.size
     sim = state.take(np.repeat(np.arange(n), replicas))
-    rows = sim.alive.size
-    everyone = np.ones(rows, dtype=bool)
-    no_purchase_7 = np.zeros(rows)
-    no_activity_14 = np.zeros(rows)
-    no_click_7 = np.zeros(rows)
-    value_14 = np.zeros(rows)
-    carts_row, carts_time, carts_converted, buys_row, buys_time = [], [], [], [], []
+    future = _Future(sim.alive.size)
+    everyone = np.ones(future.rows, dtype=bool)
     for k in range(14):
-        weekday = (first_weekday + k) % 7
-        alive = sim.alive
-        sessions_rate = sim.sessions_per_day() * WEEKDAY_FACTOR[weekday] * alive
-        carts_rate, conversion = sim.carts_per_session(), sim.conversion()
-        click_rate = sim.clicks_per_day() * alive
-        # Closed forms given the path: sessions ~ Poisson(λ), carts per session ~ Poisson(m), each converting
-        # with probability c, so P(no purchase today) = exp(-λ(1 - e^{-mc})).
-        if k < 7:
-            no_purchase_7 += sessions_rate * (1.0 - np.exp(-carts_rate * conversion))
-            no_click_7 += click_rate
-        no_activity_14 += sessions_rate + click_rate
-        if k > 7:
-            # Past the abandonment horizon only purchase amounts matter: same distribution, drawn per row.
-            carts = rng.poisson(rng.poisson(sessions_rate) * carts_rate)
-            buyer = np.repeat(np.arange(rows), rng.binomial(carts, conversion))
-            amounts = np.round(np.exp(sim.log_spend()[buyer] + rng.normal(0.0, VALUE_SIGMA, buyer.size)), 2)
-            value_14 += np.bincount(buyer, weights=amounts, minlength=rows)
-            advance(sim, everyone, rng)
-            continue
-        # Carts and purchases drawn like simulate_day draws them (session starts matter for the 24h rule).
-        sessions = rng.poisson(sessions_rate)
-        session_row = np.repeat(np.arange(rows), sessions)
-        start = _diurnal_seconds(rng, session_row.size)
-        cart_session = np.repeat(np.arange(start.size), rng.poisson(carts_rate[session_row]))
-        cart_row = session_row[cart_session]
-        cart_second = _within(rng, start[cart_session], SESSION_SPAN_S)
-        converts = rng.random(cart_row.size) < conversion[cart_row]
-        buyer = cart_row[converts]
-        amounts = np.round(np.exp(sim.log_spend()[buyer] + rng.normal(0.0, VALUE_SIGMA, buyer.size)), 2)
-        value_14 += np.bincount(buyer, weights=amounts, minlength=rows)
-        carts_row.append(cart_row)
-        carts_time.append(k * DAY_S + cart_second)
-        carts_converted.append(converts | (k == 7))  # day-7 carts are outside the window: never labels
-        buys_row.append(buyer)
-        buys_time.append(k * DAY_S + _purchase_after(rng, cart_second[converts]))
+        future.add_day(sim, k, (first_weekday + k) % 7, rng)
         advance(sim, everyone, rng)
-
-    abandoned_rows = _unrescued_cart_rows(np.concatenate(carts_row), np.concatenate(carts_time),
-                                          np.concatenate(carts_converted), np.concatenate(buys_row),
-                                          np.concatenate(buys_time))
-    abandoned = np.zeros(rows, dtype=bool)
-    abandoned[abandoned_rows] = True
 
     def per_user(x: np.ndarray) -> np.ndarray:
         return x.reshape(n, replicas).mean(axis=1)
 
     return {
-        "likely_to_purchase": 1.0 - per_user(np.exp(-no_purchase_7)),
-        "churn_risk": per_user(np.exp(-no_activity_14)),
-        "cart_abandonment": per_user(abandoned.astype(float)),
-        "high_value": per_user((value_14 >= HIGH_VALUE_THRESHOLD).astype(float)),
-        "engagement_booster": 1.0 - per_user(np.exp(-no_click_7)),
+        "likely_to_purchase": 1.0 - per_user(np.exp(-future.no_purchase_7)),
+        "churn_risk": per_user(np.exp(-future.no_activity_14)),
+        "cart_abandonment": per_user(future.abandoned().astype(float)),
+        "high_value": per_user((future.value_14 >= HIGH_VALUE_THRESHOLD).astype(float)),
+        "engagement_booster": 1.0 - per_user(np.exp(-future.no_click_7)),
     }
+
+
+class _Future:
+    """What the 14 re-simulated days add up to per row (user × replica).
+
+    The `no_*` sums are expected event counts along the path: P(no such event) = exp(−sum). Closed forms
+    given the path: sessions ~ Poisson(λ), carts per session ~ Poisson(m), each converting with probability
+    c, so P(no purchase today) = exp(−λ(1 − e^{−mc})). Carts and purchases of days 0–7 are kept for the
+    24 h abandonment rule; later days only add purchase value.
+    """
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+        self.no_purchase_7, self.no_click_7 = np.zeros(rows), np.zeros(rows)
+        self.no_activity_14, self.value_14 = np.zeros(rows), np.zeros(rows)
+        self.carts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (row, time, closed) per day
+        self.buys: list[tuple[np.ndarray, np.ndarray]] = []  # (row, time) per day
+
+    def add_day(self, sim: LatentState, k: int, weekday: int, rng: np.random.Generator) -> None:
+        sessions_rate = sim.sessions_per_day() * WEEKDAY_FACTOR[weekday] * sim.alive
+        click_rate = sim.clicks_per_day() * sim.alive
+        if k < 7:
+            self.no_purchase_7 += sessions_rate * (1.0 - np.exp(-sim.carts_per_session() * sim.conversion()))
+            self.no_click_7 += click_rate
+        self.no_activity_14 += sessions_rate + click_rate
+        if k > 7:
+            # Past the abandonment horizon only purchase amounts matter: same distribution, drawn per row.
+            carts = rng.poisson(rng.poisson(sessions_rate) * sim.carts_per_session())
+            buyer = np.repeat(np.arange(self.rows), rng.binomial(carts, sim.conversion()))
+            self._add_value(buyer, _purchase_amounts(sim, buyer, rng))
+            return
+        # Carts and purchases drawn like simulate_day draws them (session starts matter for the 24h rule).
+        session_row = np.repeat(np.arange(self.rows), rng.poisson(sessions_rate))
+        drawn = _draw_carts(sim, session_row, _diurnal_seconds(rng, session_row.size), rng)
+        self._add_value(drawn.buyer, drawn.amount)
+        # Day-7 carts are outside the window: closed, so they never label.
+        self.carts.append((drawn.who, k * DAY_S + drawn.second, drawn.converts | (k == 7)))
+        self.buys.append((drawn.buyer, k * DAY_S + drawn.bought_at))
+
+    def _add_value(self, buyer: np.ndarray, amount: np.ndarray) -> None:
+        self.value_14 += np.bincount(buyer, weights=amount, minlength=self.rows)
+
+    def abandoned(self) -> np.ndarray:
+        """Per row: a cart of days 0–6 that no purchase followed within 24 hours."""
+        cart_row, cart_time, closed = (np.concatenate(parts) for parts in zip(*self.carts, strict=True))
+        buy_row, buy_time = (np.concatenate(parts) for parts in zip(*self.buys, strict=True))
+        abandoned = np.zeros(self.rows, dtype=bool)
+        abandoned[_unrescued_cart_rows(cart_row, cart_time, closed, buy_row, buy_time)] = True
+        return abandoned
 
 
 def _unrescued_cart_rows(cart_row: np.ndarray, cart_time: np.ndarray, converted: np.ndarray,
