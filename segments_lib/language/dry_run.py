@@ -10,7 +10,7 @@ reach back far enough for the oldest training snapshot's past window (T_oldest �
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
 from pyspark.sql import DataFrame
@@ -96,51 +96,56 @@ def check_segment(
     history = history or events_history(events)
     training = segment.training
     calendar = snapshot_calendar(run_date, segment.horizon, training.snapshots, training.stride)
-    needed_from = earliest_history_needed(calendar, segment.past_window)
-    snapshot = calendar.calibration
+    eligible, positives = _eligible_and_positives(events, segment, calendar.calibration)
+    counted = CheckResult(
+        segment=segment.name, run_date=run_date, snapshot=calendar.calibration, horizon=segment.horizon,
+        eligible=eligible, positives=positives,
+        min_positives=training.min_positives, min_negatives=training.min_negatives,
+        history_start=history.first, history_end=history.last, oldest_training_snapshot=calendar.oldest,
+        history_needed_from=earliest_history_needed(calendar, segment.past_window), problems=(),
+    )
+    return replace(counted, problems=(*_count_problems(counted), *_history_problems(counted, segment)))
 
+
+def _eligible_and_positives(events: DataFrame, segment: SegmentDefinition, snapshot: datetime) -> tuple[int, int]:
     population = eligible_population(events, snapshot_frame(events.sparkSession, [snapshot]), segment.eligible)
     labels = build_labels(events, population, segment.target, segment.prediction_window)
     counts = labels.agg(F.count(F.lit(1)).alias("eligible"), F.sum("label").alias("positives")).first()
-    eligible, positives = int(counts["eligible"]), int(counts["positives"] or 0)
+    return int(counts["eligible"]), int(counts["positives"] or 0)
 
+
+def _count_problems(result: CheckResult) -> list[str]:
     problems: list[str] = []
-    if eligible == 0:
+    snapshot = result.snapshot
+    if result.eligible == 0:
         problems.append(f"no eligible users at {snapshot:%Y-%m-%d %H:%M}")
-    if positives < training.min_positives:
-        problems.append(f"{positives} positives at {snapshot:%Y-%m-%d}, fewer than training.min_positives "
-                        f"{training.min_positives}")
-    if eligible - positives < training.min_negatives:
-        problems.append(f"{eligible - positives} negatives at {snapshot:%Y-%m-%d}, fewer than "
-                        f"training.min_negatives {training.min_negatives}")
-    if history.first > needed_from:
+    if result.positives < result.min_positives:
+        problems.append(f"{result.positives} positives at {snapshot:%Y-%m-%d}, fewer than training.min_positives "
+                        f"{result.min_positives}")
+    if result.negatives < result.min_negatives:
+        problems.append(f"{result.negatives} negatives at {snapshot:%Y-%m-%d}, fewer than "
+                        f"training.min_negatives {result.min_negatives}")
+    return problems
+
+
+def _history_problems(result: CheckResult, segment: SegmentDefinition) -> list[str]:
+    problems: list[str] = []
+    training = segment.training
+    if not result.history_ok:
         problems.append(
-            f"events start {history.first:%Y-%m-%d %H:%M}, but {training.snapshots} training snapshots every "
-            f"{format_duration(training.stride)} need events from {needed_from:%Y-%m-%d %H:%M} (oldest training "
-            f"snapshot {calendar.oldest:%Y-%m-%d} − past_window {format_duration(segment.past_window)}); "
-            "lower training.snapshots or training.stride, or load more history"
+            f"events start {result.history_start:%Y-%m-%d %H:%M}, but {training.snapshots} training snapshots "
+            f"every {format_duration(training.stride)} need events from {result.history_needed_from:%Y-%m-%d %H:%M} "
+            f"(oldest training snapshot {result.oldest_training_snapshot:%Y-%m-%d} − past_window "
+            f"{format_duration(segment.past_window)}); lower training.snapshots or training.stride, or load more "
+            "history"
         )
-    label_end = snapshot + segment.horizon
-    if history.last < label_end - timedelta(days=1):
+    label_end = result.snapshot + result.horizon
+    if result.history_end < label_end - timedelta(days=1):
         problems.append(
-            f"events end {history.last:%Y-%m-%d %H:%M}, more than a day before the newest label window closes "
+            f"events end {result.history_end:%Y-%m-%d %H:%M}, more than a day before the newest label window closes "
             f"({label_end:%Y-%m-%d %H:%M}): labels would be incomplete; is the events table up to date?"
         )
-    return CheckResult(
-        segment=segment.name,
-        run_date=run_date,
-        snapshot=snapshot,
-        horizon=segment.horizon,
-        eligible=eligible,
-        positives=positives,
-        min_positives=training.min_positives,
-        min_negatives=training.min_negatives,
-        history_start=history.first,
-        history_end=history.last,
-        oldest_training_snapshot=calendar.oldest,
-        history_needed_from=needed_from,
-        problems=tuple(problems),
-    )
+    return problems
 
 
 _COLUMNS = ("segment", "snapshot T", "eligible", "positives", "negatives", "base rate", "minimum (+/-)",
