@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
-from typing import Union
+from typing import Any, Union
 
 KINDS = ("conversion", "churn", "abandonment", "high_value", "engagement", "custom")
 
@@ -120,18 +120,29 @@ class Eligibility:
         return ", ".join(parts) or "every user seen before the snapshot"
 
 
+def _gbt_param(default: Any, spark_name: str) -> Any:
+    """A `GbtParams` field: its default and the Spark GBTClassifier parameter it sets."""
+    return field(default=default, metadata={"spark": spark_name})
+
+
 @dataclass(frozen=True)
 class GbtParams:
-    max_iter: int = 60
-    max_depth: int = 5
-    step_size: float = 0.1
-    subsampling_rate: float = 0.8
-    min_instances_per_node: int = 20
-    max_bins: int = 32
+    """The `training.gbt` settings of a segment; `spark_params()` hands them to Spark's GBTClassifier."""
+
+    max_iter: int = _gbt_param(60, "maxIter")
+    max_depth: int = _gbt_param(5, "maxDepth")
+    step_size: float = _gbt_param(0.1, "stepSize")
+    subsampling_rate: float = _gbt_param(0.8, "subsamplingRate")
+    min_instances_per_node: int = _gbt_param(20, "minInstancesPerNode")
+    max_bins: int = _gbt_param(32, "maxBins")
     # Features each tree node considers: Spark's featureSubsetStrategy ("all", "onethird", "sqrt",
     # "log2" or a fraction in (0, 1]): a regulariser like LightGBM's colsample. Measured on the demo
     # (benchmarks/RESULTS.md) it neither sped Spark's GBT up nor raised AUC, hence "all".
-    feature_subset: str = "all"
+    feature_subset: str = _gbt_param("all", "featureSubsetStrategy")
+
+    def spark_params(self) -> dict[str, Any]:
+        """GBTClassifier keyword arguments: {Spark parameter name: value}."""
+        return {f.metadata["spark"]: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True)

@@ -78,19 +78,8 @@ def build_pipeline(feature_cols: list[str], params: GbtParams, seed: int) -> Pip
     duplicates = sorted({c for c in feature_cols if feature_cols.count(c) > 1})
     if duplicates:
         raise ValueError(f"feature columns listed twice: {', '.join(duplicates)}")
-    gbt = GBTClassifier(
-        featuresCol=FEATURES_VECTOR,
-        labelCol=LABEL_COL,
-        weightCol=WEIGHT_COL,
-        seed=seed,
-        maxIter=params.max_iter,
-        maxDepth=params.max_depth,
-        stepSize=params.step_size,
-        subsamplingRate=params.subsampling_rate,
-        minInstancesPerNode=params.min_instances_per_node,
-        maxBins=params.max_bins,
-        featureSubsetStrategy=params.feature_subset,
-    )
+    gbt = GBTClassifier(featuresCol=FEATURES_VECTOR, labelCol=LABEL_COL, weightCol=WEIGHT_COL, seed=seed,
+                        **params.spark_params())
     return Pipeline(stages=[
         SQLTransformer(statement=never_fill_statement(feature_cols)),
         VectorAssembler(inputCols=[c + FILLED_SUFFIX for c in feature_cols], outputCol=FEATURES_VECTOR),
