@@ -33,12 +33,16 @@ test: $(DEV_STAMP)
 lint: $(DEV_STAMP)
 	$(PY) -m ruff check .
 
-## segments_lib as a zip for spark-submit --py-files on a cluster.
+## segments_lib as a zip for spark-submit --py-files on a cluster, with its config (segments_lib/conf/*.yaml).
+## setup.py lays the package out as the wheel does (conf/ becomes segments_lib/conf); DIST=dir builds elsewhere.
+DIST ?= dist
 package: $(RUNTIME_STAMP)
-	mkdir -p dist
-	rm -f dist/segments_lib.zip
-	$(PY) -m zipfile -c dist/segments_lib.zip segments_lib
-	@echo "dist/segments_lib.zip"
+	rm -rf $(DIST)/.package-build $(DIST)/segments_lib.zip
+	mkdir -p $(DIST)
+	$(PY) setup.py -q build --build-base $(DIST)/.package-build
+	$(PY) -m zipfile -c $(DIST)/segments_lib.zip $(DIST)/.package-build/lib/segments_lib
+	rm -rf $(DIST)/.package-build
+	@echo "$(DIST)/segments_lib.zip"
 
 clean:
 	rm -rf workspace .pytest_cache spark-warehouse metastore_db derby.log

@@ -46,7 +46,12 @@ setup(
     long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["segments_lib", "segments_lib.*", "jobs", "jobs.*"]),
+    # The top-level conf/ folder is the one source of the shipped config; it installs as the package
+    # segments_lib.conf (read with importlib.resources), the same in a wheel, an editable install and
+    # the --py-files zip of `make package`.
+    packages=[*find_packages(include=["segments_lib", "segments_lib.*", "jobs", "jobs.*"]), "segments_lib.conf"],
+    package_dir={"segments_lib.conf": "conf"},
+    package_data={"segments_lib.conf": ["*.yaml"]},
     install_requires=RUNTIME,
     extras_require={"dev": DEV},
     include_package_data=True,

@@ -2,6 +2,9 @@
 
     python -m jobs.check_segments --conf local --date 2026-06-01 [--segments a,b] [--segments-file PATH]
 
+--conf and --segments-file resolve as in the nightly job: a path first (relative to the current
+directory); a bare --conf name is ./conf/<name>.yaml, else the shipped one.
+
 Exit codes: 0 every segment can be built, 1 at least one cannot (the reasons are printed),
 2 the segment file or the events table is invalid.
 """
@@ -12,11 +15,10 @@ import argparse
 import logging
 import sys
 from datetime import date, datetime, timezone
-from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
-from segments_lib.config import AppConfig, ConfigError, load_config, suggest
+from segments_lib.config import AppConfig, ConfigError, load_config, segments_file_override, suggest
 from segments_lib.intake.events import ValidationRules, conform, format_counts, validate
 from segments_lib.language.definitions import SegmentDefinition
 from segments_lib.store import tables
@@ -61,11 +63,12 @@ def choose(segments: tuple[SegmentDefinition, ...], wanted: str | None) -> list[
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jobs.check_segments", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--conf", default="local", help="config overlay: a name in conf/ or a path (default: local)")
+    parser.add_argument("--conf", default="local",
+                        help="config overlay: a path, or a name in conf/ (default: local)")
     parser.add_argument("--date", type=date.fromisoformat, default=None,
                         help="run date D, YYYY-MM-DD (default: today, UTC)")
     parser.add_argument("--segments", default=None, help="comma-separated segment names (default: all)")
-    parser.add_argument("--segments-file", type=Path, default=None,
+    parser.add_argument("--segments-file", default=None,
                         help="segment definitions (default: segments_file in config)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -76,11 +79,11 @@ def main(argv: list[str] | None = None) -> int:
 
     run_date = args.date or datetime.now(timezone.utc).date()
     try:
-        cfg = load_config(args.conf)
+        cfg = load_config(args.conf, overrides=segments_file_override(args.segments_file))
         spark = build_session(cfg.spark, app_name="check-segments")
         events = read_events(spark, cfg)
         history = events_history(events)
-        segments = load_segments(args.segments_file or cfg.segments_file, cfg.precision_levels,
+        segments = load_segments(cfg.segments_file, cfg.precision_levels,
                                  known_events=history.event_counts, history=history.span)
         chosen = choose(segments, args.segments)
     except (ConfigError, CheckError, ValueError) as exc:

@@ -3,7 +3,8 @@
     --date YYYY-MM-DD          run date D (default: today, UTC); features use events before D 00:00 UTC
     --from/--to                a backfill: every night from..to, in order
     --segments a,b             a subset of conf/segments.yaml
-    --conf local               a config overlay (name in conf/ or a path)
+    --conf local               a config overlay: a path, or a name (./conf/<name>.yaml, else the shipped one)
+    --segments-file PATH       segment definitions (default: segments_file in config; relative to the current directory)
     --retrain auto|always|never
     --check                    dry run: report whether each segment can be built, train nothing
 
@@ -22,7 +23,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # spark-submit runs this file as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from segments_lib.config import ConfigError, load_config
+from segments_lib.config import ConfigError, load_config, segments_file_override
 from segments_lib.progress import configure_logging
 
 log = logging.getLogger("jobs.nightly")
@@ -41,7 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--from", dest="date_from", type=_date, default=None, help="first night of a backfill")
     parser.add_argument("--to", dest="date_to", type=_date, default=None, help="last night of a backfill")
     parser.add_argument("--segments", default=None, help="comma-separated segment names (default: all)")
-    parser.add_argument("--conf", default=None, help="config overlay: a name in conf/ (local, cluster) or a path")
+    parser.add_argument("--conf", default=None, help="config overlay: a path, or a name in conf/ (local, cluster)")
+    parser.add_argument("--segments-file", default=None,
+                        help="segment definitions (default: segments_file in config)")
     parser.add_argument("--retrain", choices=("auto", "always", "never"), default="auto")
     parser.add_argument("--check", action="store_true", help="dry run: can each segment be built?")
     args = parser.parse_args(argv)
@@ -65,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     args = parse_args(argv)
     try:
-        cfg = load_config(args.conf)
+        cfg = load_config(args.conf, overrides=segments_file_override(args.segments_file))
     except ConfigError as exc:
         log.error("%s", exc)
         return 2

@@ -2,24 +2,41 @@
 
 Errors name the file and the key path, so a typo never surfaces later as a KeyError deep in a job.
 Segment definitions (`conf/segments.yaml`) are parsed by `segments_lib.language.definitions`.
+
+The project's top-level `conf/` folder ships inside the package as `segments_lib.conf` (setup.py maps
+it; `make package` puts it into the --py-files zip), and is read with `importlib.resources`, so a
+wheel, the zip and an editable install read the same files.
+
+    python -m segments_lib.config --reference > docs/config-reference.md
+    python -m segments_lib.config --conf local          # the merged config
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import difflib
+import functools
+import importlib.resources
 import os
 import re
+import shutil
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 import yaml
 
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+# The folder above segments_lib: a source checkout's project folder, or site-packages / the zip for an
+# installed copy (see `relative_root`).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CONF_DIR = PROJECT_ROOT / "conf"
+CONF_PACKAGE = "segments_lib.conf"
 
 
 class ConfigError(ValueError):
@@ -259,10 +276,14 @@ def _parse_nightly(sec: _Section, source: str) -> NightlyConfig:
     return nightly
 
 
-def parse_config(data: Mapping[str, Any], source: str, root: Path = PROJECT_ROOT,
+def parse_config(data: Mapping[str, Any], source: str, root: Path | None = None,
                  schema: Mapping[str, Any] | None = None) -> AppConfig:
-    """The merged YAML as an `AppConfig`; `schema` (default: the shipped base.yaml) names the valid keys."""
+    """The merged YAML as an `AppConfig`; `schema` (default: the shipped base.yaml) names the valid keys.
+
+    `root` anchors a relative `workspace` (default: `relative_root()`).
+    """
     schema = shipped_base() if schema is None else schema
+    root = relative_root() if root is None else root
     check_known_keys(data, schema, source)
     top = _Section(source, "", data, schema)
     workspace = _resolve(root, os.environ.get("SEGMENTS_WORKSPACE") or top.get("workspace", str))
@@ -313,17 +334,97 @@ def parse_config(data: Mapping[str, Any], source: str, root: Path = PROJECT_ROOT
         precision_levels=_parse_levels(top.section("precision_levels")),
         nightly=_parse_nightly(top.section("nightly"), source),
         demo=_parse_simple(top.section("demo"), DemoConfig),
-        segments_file=_resolve(root, top.get("segments_file", str)),
+        segments_file=segments_path(top.get("segments_file", str), schema.get("segments_file")),
         sources=(),
     )
 
 
-def _conf_file(name: str) -> Path:
-    return CONF_DIR / name
+# ---------------------------------------------------------------------------------------------------
+# Where the files are: the shipped conf, overlays, the segments file, relative paths.
+
+def shipped_conf() -> Traversable:
+    """The shipped config folder (`segments_lib.conf`): in a wheel, the --py-files zip or an editable install."""
+    try:
+        return importlib.resources.files(CONF_PACKAGE)
+    except ModuleNotFoundError:
+        # segments_lib imported straight from a source checkout that was never installed (spark-submit
+        # jobs/nightly.py from the repo): the package is the checkout's conf/ folder itself.
+        return PROJECT_ROOT / "conf"
+
+
+def _conf_file(name: str) -> Traversable:
+    return shipped_conf() / name
+
+
+@functools.cache
+def shipped_path(name: str) -> Path:
+    """A shipped config file as a real path: itself, or a copy under its own name in a temporary folder
+    (removed at exit) when it lives in a zip."""
+    resource = _conf_file(name)
+    if isinstance(resource, Path):
+        return resource
+    folder = Path(tempfile.mkdtemp(prefix="segments_lib-conf-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    copy = folder / name
+    copy.write_bytes(resource.read_bytes())
+    return copy
+
+
+def source_checkout() -> Path | None:
+    """The project folder when segments_lib runs from a source checkout (editable install or the repo on
+    sys.path), else None."""
+    is_checkout = (PROJECT_ROOT / "setup.py").is_file() and (PROJECT_ROOT / "conf" / "base.yaml").is_file()
+    return PROJECT_ROOT if is_checkout else None
+
+
+def relative_root() -> Path:
+    """What a relative `workspace` resolves against: the project folder of a source checkout, else the
+    current directory (an installed package has no project folder)."""
+    return source_checkout() or Path.cwd()
+
+
+def find_overlay(overlay: str | os.PathLike[str]) -> Path | Traversable:
+    """An overlay file: a path (absolute or relative to the current directory) first; a bare name such as
+    `local` or `cluster.yaml` is then `./conf/<name>.yaml` in the current directory, else the shipped one."""
+    path = Path(os.path.expandvars(str(overlay))).expanduser()
+    if path.is_file():
+        return path
+    if len(path.parts) != 1 or path.suffix not in ("", ".yaml", ".yml"):
+        raise ConfigError(f"{path}: config file not found")
+    name = path.name if path.suffix else f"{path.name}.yaml"
+    local = Path.cwd() / "conf" / name
+    if local.is_file():
+        return local
+    shipped = shipped_conf() / name
+    if shipped.is_file():
+        return shipped
+    names = sorted(f.name.removesuffix(".yaml") for f in shipped_conf().iterdir()
+                   if f.name.endswith(".yaml") and f.name not in ("base.yaml", "segments.yaml"))
+    raise ConfigError(f"{overlay}: config overlay not found: not a file, and neither {local} nor a shipped "
+                      f"conf/{name} exists (shipped overlays: {', '.join(names)})")
+
+
+def segments_path(value: str, default: str | None) -> Path:
+    """`segments_file`: absolute as is; relative, against the current directory (where spark-submit
+    --files puts a shipped file) and, for base.yaml's default, the shipped conf/segments.yaml otherwise."""
+    path = Path(os.path.expandvars(value)).expanduser()
+    if path.is_absolute():
+        return path
+    here = Path.cwd() / path
+    if not here.is_file() and value == default and path.parent == Path("conf"):
+        shipped = _conf_file(path.name)
+        if shipped.is_file():
+            return shipped_path(path.name)
+    return here
+
+
+def segments_file_override(path: str | os.PathLike[str] | None) -> dict[str, str] | None:
+    """`overrides` for a job's --segments-file flag: resolved as `segments_file` in config is."""
+    return {"segments_file": str(path)} if path else None
 
 
 def load_config(overlay: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> AppConfig:
-    """Load `base.yaml`, merge an overlay (a name such as 'local' or a path), then `overrides`.
+    """Load the shipped `base.yaml`, merge an overlay (a name such as 'local' or a path), then `overrides`.
 
     Each layer may only use keys that base.yaml defines; an unknown key names the layer's own file.
     """
@@ -332,9 +433,7 @@ def load_config(overlay: str | Path | None = None, overrides: Mapping[str, Any] 
     data = dict(schema)
     sources = [base_path]
     if overlay:
-        overlay_path = Path(overlay)
-        if not overlay_path.suffix:
-            overlay_path = _conf_file(f"{overlay}.yaml")
+        overlay_path = find_overlay(overlay)
         layer = read_yaml(overlay_path)
         check_known_keys(layer, schema, str(overlay_path))
         data = _deep_merge(data, layer)
@@ -344,7 +443,7 @@ def load_config(overlay: str | Path | None = None, overrides: Mapping[str, Any] 
         data = _deep_merge(data, overrides)
     source = " + ".join(p.name for p in sources)
     cfg = parse_config(data, source, schema=schema)
-    return replace(cfg, sources=tuple(sources))
+    return replace(cfg, sources=tuple(Path(str(p)) for p in sources))
 
 
 # ---------------------------------------------------------------------------------------------------

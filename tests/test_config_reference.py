@@ -3,8 +3,10 @@ and docs/config-reference.md is generated from base.yaml and kept current."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import zipfile
 from dataclasses import MISSING, fields, replace
 from pathlib import Path
 from typing import Any
@@ -181,3 +183,116 @@ def test_unknown_keys_name_the_layer_that_has_them(tmp_path: Path) -> None:
     overlay.write_text("spark:\n  conf:\n    spark.anything.at.all: '1'\nprecision_levels:\n  top: 0.95\n")
     cfg = load_config(overlay)
     assert cfg.spark.conf["spark.anything.at.all"] == "1" and next(iter(cfg.precision_levels)) == "top"
+
+
+# --- where the files are found: the shipped conf (segments_lib.conf), overlays, segments_file -----------
+
+SHIPPED_CONF = PROJECT_ROOT / "conf"
+
+
+def test_the_shipped_conf_is_the_checkouts_conf_folder_in_an_editable_install() -> None:
+    assert Path(str(config.shipped_conf())) == SHIPPED_CONF
+    assert load_config(None).sources == (SHIPPED_CONF / "base.yaml",)
+
+
+def test_a_bare_overlay_name_is_the_current_directorys_conf_first_then_the_shipped_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("local")
+    assert cfg.sources[1] == SHIPPED_CONF / "local.yaml" and cfg.spark.master == "local[2]"
+    assert load_config("local.yaml").sources[1] == SHIPPED_CONF / "local.yaml"
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "local.yaml").write_text("spark:\n  master: local[3]\n")
+    cfg = load_config("local")
+    assert cfg.sources[1] == tmp_path / "conf" / "local.yaml" and cfg.spark.master == "local[3]"
+    assert cfg.sources[0] == SHIPPED_CONF / "base.yaml"  # base.yaml is always the shipped one
+
+
+def test_an_overlay_path_is_relative_to_the_current_directory_and_wins_over_names(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cluster.yaml").write_text("spark:\n  master: local[1]\n")  # as spark-submit --files ships it
+    assert load_config("cluster.yaml").spark.master == "local[1]"
+    assert load_config("cluster").sources[1] == SHIPPED_CONF / "cluster.yaml"
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "mine.yaml").write_text("nightly:\n  parallel_segments: 1\n")
+    assert load_config("sub/mine.yaml").nightly.parallel_segments == 1
+    with pytest.raises(ConfigError, match=r"sub/nope\.yaml: config file not found"):
+        load_config("sub/nope.yaml")
+
+
+def test_an_unknown_overlay_name_lists_the_shipped_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        load_config("locl")
+    assert str(caught.value) == (
+        f"locl: config overlay not found: not a file, and neither {tmp_path / 'conf' / 'locl.yaml'} nor a "
+        "shipped conf/locl.yaml exists (shipped overlays: cluster, local)")
+
+
+def test_segments_file_is_relative_to_the_current_directory_then_the_shipped_default(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_config(None).segments_file == SHIPPED_CONF / "segments.yaml"
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "segments.yaml").write_text("segments: []\n")
+    assert load_config(None).segments_file == tmp_path / "conf" / "segments.yaml"
+    # --segments-file (both jobs) and segments_file in an overlay: relative to the current directory
+    assert load_config(None, overrides=config.segments_file_override("mine.yaml")).segments_file == (
+        tmp_path / "mine.yaml")
+    assert load_config(None, overrides=config.segments_file_override("/abs/s.yaml")).segments_file == (
+        Path("/abs/s.yaml"))
+    assert config.segments_file_override(None) is None
+
+
+def test_workspace_resolves_against_the_project_folder_of_a_checkout(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SEGMENTS_WORKSPACE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert config.source_checkout() == PROJECT_ROOT
+    assert load_config(None).workspace == PROJECT_ROOT / "workspace"
+
+
+def test_both_jobs_take_segments_file_with_the_same_rules() -> None:
+    from jobs import check_segments, nightly
+
+    assert nightly.parse_args(["--segments-file", "mine.yaml"]).segments_file == "mine.yaml"
+    for job in (nightly, check_segments):
+        assert "segments_file_override(args.segments_file)" in Path(job.__file__).read_text(encoding="utf-8")
+
+
+ZIP_PROBE = """
+import json, sys
+import segments_lib.config as c
+from segments_lib.language.segment_config import load_segments
+cfg = c.load_config("local")
+segments = load_segments(cfg.segments_file, cfg.precision_levels)
+print(json.dumps({"module": c.__file__, "sources": [str(p) for p in cfg.sources], "master": cfg.spark.master,
+                  "workspace": str(cfg.workspace), "segments": [s.name for s in segments],
+                  "segments_file": cfg.segments_file.name}))
+"""
+
+
+def test_make_package_ships_the_config_inside_the_zip(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    built = subprocess.run(["make", "-s", "package", f"DIST={dist}", f"PY={sys.executable}",
+                            "-o", ".venv/.runtime-installed"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                           timeout=300)
+    assert built.returncode == 0, built.stderr
+    archive = dist / "segments_lib.zip"
+    names = set(zipfile.ZipFile(archive).namelist())
+    for name in ("base.yaml", "local.yaml", "cluster.yaml", "segments.yaml", "__init__.py"):
+        assert f"segments_lib/conf/{name}" in names
+    assert not [n for n in names if "__pycache__" in n]
+    run_dir = tmp_path / "driver"
+    run_dir.mkdir()  # no conf/ here: every file comes from the zip
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(archive), "HOME": str(tmp_path)}
+    probe = subprocess.run([sys.executable, "-c", ZIP_PROBE], cwd=run_dir, env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert probe.returncode == 0, probe.stderr
+    seen = json.loads(probe.stdout)
+    assert seen["module"] == f"{archive}/segments_lib/config.py"
+    assert seen["sources"] == [f"{archive}/segments_lib/conf/base.yaml", f"{archive}/segments_lib/conf/local.yaml"]
+    assert seen["master"] == "local[2]"
+    assert seen["workspace"] == str(run_dir / "workspace")  # an installed copy has no project folder
+    assert seen["segments_file"] == "segments.yaml" and len(seen["segments"]) == 5
