@@ -17,12 +17,8 @@ from pyspark.sql import types as T
 
 from segments_lib.config import EventColumns, EventsConfig
 
-USER_ID = "user_id"
-EVENT_NAME = "event_name"
-EVENT_TIME = "event_time"
-EVENT_VALUE = "event_value"
-EVENT_DATE = "event_date"
-CONTRACT_COLUMNS = (USER_ID, EVENT_NAME, EVENT_TIME, EVENT_VALUE, EVENT_DATE)
+CONTRACT_COLUMNS = ("user_id", "event_name", "event_time", "event_value", "event_date")
+USER_ID, EVENT_NAME, EVENT_TIME, EVENT_VALUE, EVENT_DATE = CONTRACT_COLUMNS
 
 EVENT_SCHEMA = T.StructType([
     T.StructField(USER_ID, T.StringType(), nullable=True),
@@ -34,12 +30,9 @@ EVENT_SCHEMA = T.StructType([
 
 REASON = "reason"
 RUN_DATE = "run_date"
-NULL_USER_ID = "null_user_id"
-NULL_EVENT_NAME = "null_event_name"
-NULL_EVENT_TIME = "null_event_time"
-FUTURE_EVENT = "future_event"
-NEGATIVE_VALUE = "negative_value"
-REASONS = (NULL_USER_ID, NULL_EVENT_NAME, NULL_EVENT_TIME, FUTURE_EVENT, NEGATIVE_VALUE)
+# Why a row is quarantined, in the order `_reason` checks them (a row gets the first that applies).
+REASONS = ("null_user_id", "null_event_name", "null_event_time", "future_event", "negative_value")
+NULL_USER_ID, NULL_EVENT_NAME, NULL_EVENT_TIME, FUTURE_EVENT, NEGATIVE_VALUE = REASONS
 DUPLICATES_REMOVED = "duplicates_removed"
 
 _NUMERIC = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)

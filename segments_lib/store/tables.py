@@ -25,12 +25,8 @@ log = logging.getLogger(__name__)
 
 EVENTS_QUARANTINE = "events_quarantine"
 SEGMENT_FEATURES = "segment_features"
-SEGMENT_MEMBERSHIP = "segment_membership"
-SEGMENT_THRESHOLDS = "segment_thresholds"
-SEGMENT_RUNS = "segment_runs"
-SEGMENT_BACKTEST = "segment_backtest"
-SEGMENT_DRIFT = "segment_drift"
-OUTPUT_TABLES = (SEGMENT_MEMBERSHIP, SEGMENT_THRESHOLDS, SEGMENT_RUNS, SEGMENT_BACKTEST, SEGMENT_DRIFT)
+OUTPUT_TABLES = ("segment_membership", "segment_thresholds", "segment_runs", "segment_backtest", "segment_drift")
+SEGMENT_MEMBERSHIP, SEGMENT_THRESHOLDS, SEGMENT_RUNS, SEGMENT_BACKTEST, SEGMENT_DRIFT = OUTPUT_TABLES
 
 # Output tables stay readable by delta-rs, DuckDB and Trino: no deletion vectors, no column mapping.
 READER_FRIENDLY_PROPERTIES = {
