@@ -38,17 +38,9 @@ from pyspark.sql import functions as F
 
 from benchmarks.naive_features import naive_features
 from segments_lib.config import load_config
+from segments_lib.features import spec as naming  # the feature column names
 from segments_lib.features.engine import build_features
-from segments_lib.features.spec import (
-    FeatureSpec,
-    feature_columns,
-    freq_name,
-    gap_name,
-    pair_mean_name,
-    pair_unfollowed_name,
-    recency_name,
-    value_name,
-)
+from segments_lib.features.spec import FeatureSpec, feature_columns
 from segments_lib.language.definitions import DurationPair
 from segments_lib.store.session import build_session
 
@@ -118,59 +110,29 @@ def _q(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _us(delta: timedelta) -> int:
+    return int(delta.total_seconds()) * 1_000_000
+
+
+# Per statistic, the aggregate over `gap_h` (hours since the previous event of the type, both in P1) and over
+# `event_value`, of the rows `{where}` selects.
+_GAP_SQL = {"mean": "avg(gap_h) FILTER (WHERE {where})", "min": "min(gap_h) FILTER (WHERE {where})",
+            "max": "max(gap_h) FILTER (WHERE {where})", "std": "stddev_pop(gap_h) FILTER (WHERE {where})",
+            "last": "max(gap_h) FILTER (WHERE {where} AND is_last)"}
+_VALUE_SQL = {"sum": "coalesce(sum(event_value) FILTER (WHERE {where}), 0)",
+              "mean": "avg(event_value) FILTER (WHERE {where})", "max": "max(event_value) FILTER (WHERE {where})"}
+
+
 def duckdb_sql(spec: FeatureSpec, parquet_glob: str, snapshot: datetime) -> str:
     """The same features as `build_features` for one snapshot, in DuckDB SQL."""
     t_us = int(snapshot.replace(tzinfo=timezone.utc).timestamp()) * 1_000_000
-    p1 = int(spec.past_window.total_seconds()) * 1_000_000
-    seven = 7 * _US_DAY
+    p1 = _us(spec.past_window)
     pairs_then = sorted({p.then for p in spec.duration_pairs})
     next_cols = "".join(
         f", min(CASE WHEN event_name = {_q(b)} THEN ts_us END) OVER from_here_on AS next_{i}"
         for i, b in enumerate(pairs_then)
     )
-    scope = ", ".join(_q(e) for e in spec.event_names)
-    cols = [
-        f"max(age_us) / {_US_DAY}.0 AS tenure_days",
-        f"count(DISTINCT (age_us - 1) // {_US_DAY}) FILTER (WHERE age_us <= {p1}) AS active_days_{spec.p1}",
-        f"count(DISTINCT event_name) FILTER (WHERE age_us <= {p1} AND event_name IN ({scope})) "
-        f"AS distinct_events_{spec.p1}",
-    ]
-    if spec.has_trend:
-        rest_days = spec.past_window / timedelta(days=1) - 7
-        r7 = f"(count(*) FILTER (WHERE age_us <= {seven}) / 7.0)"
-        rr = f"((count(*) FILTER (WHERE age_us <= {p1}) - count(*) FILTER (WHERE age_us <= {seven})) / {rest_days})"
-        cols.append(f"({r7} - {rr}) / nullif({r7} + {rr}, 0) AS trend_7d_vs_rest")
-    for e in spec.event_names:
-        is_e = f"event_name = {_q(e)}"
-        cols += [f"count(*) FILTER (WHERE {is_e} AND age_us <= {int(w.total_seconds()) * 1_000_000}) "
-                 f"AS {freq_name(w, e)}" for w in spec.windows]
-    cols += [f"min(age_us) FILTER (WHERE event_name = {_q(e)}) / {_US_DAY}.0 AS {recency_name(e)}"
-             for e in spec.event_names]
-    for e in spec.event_names:
-        is_e = f"event_name = {_q(e)}"
-        cols += [
-            f"avg(gap_h) FILTER (WHERE {is_e}) AS {gap_name('mean', e)}",
-            f"min(gap_h) FILTER (WHERE {is_e}) AS {gap_name('min', e)}",
-            f"max(gap_h) FILTER (WHERE {is_e}) AS {gap_name('max', e)}",
-            f"stddev_pop(gap_h) FILTER (WHERE {is_e}) AS {gap_name('std', e)}",
-            f"max(gap_h) FILTER (WHERE {is_e} AND is_last) AS {gap_name('last', e)}",
-        ]
-    for e in spec.value_events:
-        valued = f"event_name = {_q(e)} AND age_us <= {p1}"
-        cols += [
-            f"coalesce(sum(event_value) FILTER (WHERE {valued}), 0) AS {value_name('sum', spec, e)}",
-            f"avg(event_value) FILTER (WHERE {valued}) AS {value_name('mean', spec, e)}",
-            f"max(event_value) FILTER (WHERE {valued}) AS {value_name('max', spec, e)}",
-        ]
-    for pair in spec.duration_pairs:
-        nxt = f"next_{pairs_then.index(pair.then)}"
-        first = f"event_name = {_q(pair.first)} AND age_us <= {p1}"
-        within = int(pair.within.total_seconds()) * 1_000_000
-        cols += [
-            f"avg(({nxt} - ts_us) / {_US_HOUR}.0) FILTER (WHERE {first}) AS {pair_mean_name(pair)}",
-            f"count(*) FILTER (WHERE {first} AND NOT coalesce({nxt} - ts_us <= {within}, false)) "
-            f"AS {pair_unfollowed_name(pair)}",
-        ]
+    cols = _duckdb_columns(spec, pairs_then)
     casts = ", ".join(f"CAST({c} AS DOUBLE) AS {c}" for c in feature_columns(spec))
     return f"""
 WITH base AS (
@@ -189,6 +151,43 @@ WITH base AS (
 )
 SELECT TIMESTAMP '{snapshot:%Y-%m-%d %H:%M:%S}' AS snapshot_time, user_id, {casts} FROM agg
 """
+
+
+def _duckdb_columns(spec: FeatureSpec, pairs_then: list[str]) -> list[str]:
+    """Every feature as an aggregate over the per-event rows `g` (age_us, gap_h, is_last, next_<i>)."""
+    p1, seven = _us(spec.past_window), 7 * _US_DAY
+    scope = ", ".join(_q(e) for e in spec.event_names)
+    cols = [
+        f"max(age_us) / {_US_DAY}.0 AS tenure_days",
+        f"count(DISTINCT (age_us - 1) // {_US_DAY}) FILTER (WHERE age_us <= {p1}) AS active_days_{spec.p1}",
+        f"count(DISTINCT event_name) FILTER (WHERE age_us <= {p1} AND event_name IN ({scope})) "
+        f"AS distinct_events_{spec.p1}",
+    ]
+    if spec.has_trend:
+        rest_days = spec.past_window / timedelta(days=1) - 7
+        r7 = f"(count(*) FILTER (WHERE age_us <= {seven}) / 7.0)"
+        rr = f"((count(*) FILTER (WHERE age_us <= {p1}) - count(*) FILTER (WHERE age_us <= {seven})) / {rest_days})"
+        cols.append(f"({r7} - {rr}) / nullif({r7} + {rr}, 0) AS trend_7d_vs_rest")
+    cols += [f"count(*) FILTER (WHERE event_name = {_q(e)} AND age_us <= {_us(w)}) AS {naming.freq_name(w, e)}"
+             for e in spec.event_names for w in spec.windows]
+    cols += [f"min(age_us) FILTER (WHERE event_name = {_q(e)}) / {_US_DAY}.0 AS {naming.recency_name(e)}"
+             for e in spec.event_names]
+    for e in spec.event_names:
+        of_e = f"event_name = {_q(e)}"
+        cols += [f"{sql.format(where=of_e)} AS {naming.gap_name(stat, e)}" for stat, sql in _GAP_SQL.items()]
+    for e in spec.value_events:
+        valued = f"event_name = {_q(e)} AND age_us <= {p1}"
+        cols += [f"{sql.format(where=valued)} AS {naming.value_name(stat, spec, e)}"
+                 for stat, sql in _VALUE_SQL.items()]
+    for pair in spec.duration_pairs:
+        nxt = f"next_{pairs_then.index(pair.then)}"
+        first = f"event_name = {_q(pair.first)} AND age_us <= {p1}"
+        cols += [
+            f"avg(({nxt} - ts_us) / {_US_HOUR}.0) FILTER (WHERE {first}) AS {naming.pair_mean_name(pair)}",
+            f"count(*) FILTER (WHERE {first} AND NOT coalesce({nxt} - ts_us <= {_us(pair.within)}, false)) "
+            f"AS {naming.pair_unfollowed_name(pair)}",
+        ]
+    return cols
 
 
 class PeakRss:

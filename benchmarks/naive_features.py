@@ -12,16 +12,8 @@ from datetime import datetime, timedelta
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from segments_lib.features.spec import (
-    FeatureSpec,
-    feature_columns,
-    freq_name,
-    gap_name,
-    pair_mean_name,
-    pair_unfollowed_name,
-    recency_name,
-    value_name,
-)
+from segments_lib.features import spec as naming  # the feature column names
+from segments_lib.features.spec import FeatureSpec, feature_columns
 
 _DAY_S, _HOUR_S = 86_400.0, 3_600.0
 
@@ -53,8 +45,8 @@ def naive_features(events: DataFrame, snapshot: datetime, spec: FeatureSpec) -> 
         of_event = before.where(F.col("event_name") == event)
         for window in spec.windows:
             counted = of_event.where(F.col("age_s") <= window.total_seconds()).groupBy("user_id").count()
-            out = out.join(counted.withColumnRenamed("count", freq_name(window, event)), "user_id", how="left")
-        recency = of_event.groupBy("user_id").agg((F.min("age_s") / _DAY_S).alias(recency_name(event)))
+            out = out.join(counted.withColumnRenamed("count", naming.freq_name(window, event)), "user_id", how="left")
+        recency = of_event.groupBy("user_id").agg((F.min("age_s") / _DAY_S).alias(naming.recency_name(event)))
         out = out.join(recency, "user_id", how="left")
         ordered = Window.partitionBy("user_id").orderBy("event_time").rowsBetween(-1, -1)
         gaps = (
@@ -63,19 +55,19 @@ def naive_features(events: DataFrame, snapshot: datetime, spec: FeatureSpec) -> 
                         / _HOUR_S)
             .groupBy("user_id")
             .agg(
-                F.avg("gap_h").alias(gap_name("mean", event)),
-                F.min("gap_h").alias(gap_name("min", event)),
-                F.max("gap_h").alias(gap_name("max", event)),
-                F.stddev_pop("gap_h").alias(gap_name("std", event)),
-                F.max_by("gap_h", "event_time").alias(gap_name("last", event)),
+                F.avg("gap_h").alias(naming.gap_name("mean", event)),
+                F.min("gap_h").alias(naming.gap_name("min", event)),
+                F.max("gap_h").alias(naming.gap_name("max", event)),
+                F.stddev_pop("gap_h").alias(naming.gap_name("std", event)),
+                F.max_by("gap_h", "event_time").alias(naming.gap_name("last", event)),
             )
         )
         out = out.join(gaps, "user_id", how="left")
     for event in spec.value_events:
         values = in_p1.where(F.col("event_name") == event).groupBy("user_id").agg(
-            F.sum("event_value").alias(value_name("sum", spec, event)),
-            F.avg("event_value").alias(value_name("mean", spec, event)),
-            F.max("event_value").alias(value_name("max", spec, event)),
+            F.sum("event_value").alias(naming.value_name("sum", spec, event)),
+            F.avg("event_value").alias(naming.value_name("mean", spec, event)),
+            F.max("event_value").alias(naming.value_name("max", spec, event)),
         )
         out = out.join(values, "user_id", how="left")
     for pair in spec.duration_pairs:
@@ -91,9 +83,9 @@ def naive_features(events: DataFrame, snapshot: datetime, spec: FeatureSpec) -> 
             .agg(((F.min("b_time").cast("double") - F.col("a_time").cast("double")) / _HOUR_S).alias("wait_h"))
         )
         stats = next_then.groupBy("user_id").agg(
-            F.avg("wait_h").alias(pair_mean_name(pair)),
+            F.avg("wait_h").alias(naming.pair_mean_name(pair)),
             F.count(F.when(F.col("wait_h").isNull() | (F.col("wait_h") > pair.within.total_seconds() / _HOUR_S), 1))
-            .alias(pair_unfollowed_name(pair)),
+            .alias(naming.pair_unfollowed_name(pair)),
         )
         out = out.join(stats, "user_id", how="left")
     zero_when_missing = [c for c in feature_columns(spec) if c.startswith(("freq_", "value_sum", "pair_unfollowed",
