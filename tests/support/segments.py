@@ -10,28 +10,27 @@ def two_small_segments(min_examples: int = 20, max_iter: int = 8, retrain_every:
     champion through a short backfill.
     """
     retrain = f"\n      retrain_every: {retrain_every}" if retrain_every else ""
-    return f"""
-segments:
-  - name: likely_to_purchase
-    kind: conversion
-    target: {{occurs: {{events: [Purchase Completed]}}}}
-    past_window: 14d
-    prediction_window: 7d
-    precision_level: medium
-    eligible: {{active_in: 14d}}
-    training: &small
+    small_training = f"""&small
       snapshots: 2
       stride: 7d
       min_positives: {min_examples}
       min_negatives: {min_examples}{retrain}
       gbt: {{max_iter: {max_iter}, max_depth: 3}}
-      search: []
-  - name: engagement_booster
-    kind: engagement
-    target: {{occurs: {{events: [Click Notification]}}}}
+      search: []"""
+    return "\nsegments:" + "".join([
+        _segment("likely_to_purchase", "conversion", "Purchase Completed", "medium", small_training),
+        _segment("engagement_booster", "engagement", "Click Notification", "low", "*small"),
+    ]) + "\n"
+
+
+def _segment(name: str, kind: str, event: str, level: str, training: str) -> str:
+    """One segment: `event` within 7 days, for users active in the last 14."""
+    return f"""
+  - name: {name}
+    kind: {kind}
+    target: {{occurs: {{events: [{event}]}}}}
     past_window: 14d
     prediction_window: 7d
-    precision_level: low
+    precision_level: {level}
     eligible: {{active_in: 14d}}
-    training: *small
-"""
+    training: {training}"""
