@@ -18,6 +18,7 @@ from datetime import date, timedelta
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from jobs.options import job_parser
 from segments_lib.config import load_config
 from segments_lib.intake import demo
 from segments_lib.progress import StageTimer, configure_logging
@@ -28,15 +29,16 @@ LABEL_HORIZON_DAYS = 15  # longest demo window (14 days) plus the 24 h abandonme
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--conf", default=None, help="config overlay (name in conf/ or a path)")
-    parser.add_argument("--users", type=int, default=None, help="users (default: demo.users in config)")
-    parser.add_argument("--days", type=int, default=None, help="days of history (default: demo.days)")
-    parser.add_argument("--end-date", type=date.fromisoformat, default=None,
-                        help="first day after the history, YYYY-MM-DD (default: demo.end_date)")
-    parser.add_argument("--seed", type=int, default=None, help="random seed (default: demo.seed)")
-    parser.add_argument("--truth-days", type=int, default=45, help="snapshot dates with ground truth (0: none)")
-    parser.add_argument("--replicas", type=int, default=64, help="Monte Carlo replicas for the ground truth")
+    parser = job_parser(__doc__)
+    history = parser.add_argument_group("the generated history")
+    history.add_argument("--users", type=int, default=None, help="users (default: demo.users in config)")
+    history.add_argument("--days", type=int, default=None, help="days of history (default: demo.days)")
+    history.add_argument("--end-date", type=date.fromisoformat, default=None,
+                         help="first day after the history, YYYY-MM-DD (default: demo.end_date)")
+    history.add_argument("--seed", type=int, default=None, help="random seed (default: demo.seed)")
+    truth = parser.add_argument_group("the ground truth")
+    truth.add_argument("--truth-days", type=int, default=45, help="snapshot dates with ground truth (0: none)")
+    truth.add_argument("--replicas", type=int, default=64, help="Monte Carlo replicas for the ground truth")
     return parser.parse_args(argv)
 
 

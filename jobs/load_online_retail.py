@@ -17,6 +17,7 @@ import sys
 from datetime import date, datetime, timezone
 from pathlib import Path
 
+from jobs.options import job_parser
 from segments_lib.config import PROJECT_ROOT, load_config
 from segments_lib.intake import events, retail
 from segments_lib.progress import StageTimer, configure_logging
@@ -28,8 +29,7 @@ DEFAULT_SOURCE = PROJECT_ROOT / "data" / "online_retail.parquet"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--conf", default=None, help="config overlay (name in conf/ or a path)")
+    parser = job_parser(__doc__)
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="Online Retail Parquet file")
     parser.add_argument("--events-path", type=Path, default=None, help="events Delta table (default: events.path)")
     parser.add_argument("--run-date", type=date.fromisoformat, default=None,
