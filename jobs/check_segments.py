@@ -6,7 +6,8 @@
 directory); a bare --conf name is ./conf/<name>.yaml, else the shipped one.
 
 Exit codes: 0 every segment can be built, 1 at least one cannot (the reasons are printed),
-2 the segment file or the events table is invalid.
+2 the config, the segment file or the events table is invalid, or the environment is (no Java, Delta
+JARs that cannot be resolved).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from segments_lib.language.dry_run import check_segment, events_history, format_report
     from segments_lib.language.segment_config import load_segments
-    from segments_lib.store.session import build_session
+    from segments_lib.store.session import EnvironmentProblem, build_session
 
     run_date = args.date or datetime.now(timezone.utc).date()
     try:
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         segments = load_segments(cfg.segments_file, cfg.precision_levels,
                                  known_events=history.event_counts, history=history.span)
         chosen = choose(segments, args.segments)
-    except (ConfigError, CheckError, ValueError) as exc:
+    except (ConfigError, CheckError, ValueError, EnvironmentProblem) as exc:
         print(f"check_segments: {exc}", file=sys.stderr)
         return 2
     print(f"events: {sum(history.event_counts.values())} rows, {len(history.event_counts)} event names, "

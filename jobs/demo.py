@@ -12,7 +12,7 @@ import logging
 import sys
 from datetime import date
 
-from segments_lib.config import load_config
+from segments_lib.config import ConfigError, load_config
 from segments_lib.progress import configure_logging
 
 log = logging.getLogger("jobs.demo")
@@ -30,7 +30,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="also write the generator's ground truth (for benchmarks/quality.py; ~4 min)")
     args = parser.parse_args(argv)
 
-    cfg = load_config(args.conf)
+    try:
+        cfg = load_config(args.conf)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
     users = args.users or cfg.demo.users
     days = args.days or cfg.demo.days
     run_date = date.fromisoformat(cfg.demo.end_date)
@@ -38,9 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     from jobs import generate_demo_events
     from segments_lib.job.runner import run_job
     from segments_lib.store import tables
-    from segments_lib.store.session import build_session
+    from segments_lib.store.session import EnvironmentProblem, build_session
 
-    spark = build_session(cfg.spark, app_name="predictive-segments-demo")
+    try:
+        spark = build_session(cfg.spark, app_name="predictive-segments-demo")
+    except EnvironmentProblem as exc:  # no Java, Delta JARs that cannot be resolved
+        log.error("%s", exc)
+        return 2
     if args.fresh or not tables.is_delta_table(spark, tables.events_path(cfg)):
         code = generate_demo_events.main([
             "--conf", args.conf, "--users", str(users), "--days", str(days),

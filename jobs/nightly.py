@@ -9,7 +9,8 @@
     --check                    dry run: report whether each segment can be built, train nothing
 
 Exit code 0 when every segment ended ok / skipped / precision_unreachable, 1 when any failed,
-2 for bad arguments or config.
+2 when the job cannot start: bad arguments or config, or the environment (no Java, Delta JARs that
+cannot be resolved), with a one-line reason naming the setting to fix.
 """
 
 from __future__ import annotations
@@ -73,8 +74,13 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     from segments_lib.job.runner import run_job
+    from segments_lib.store.session import EnvironmentProblem
 
-    return run_job(cfg, run_dates(args), args.segments, args.retrain, check_only=args.check)
+    try:
+        return run_job(cfg, run_dates(args), args.segments, args.retrain, check_only=args.check)
+    except EnvironmentProblem as exc:  # no Java, Delta JARs that cannot be resolved: the job cannot start
+        log.error("%s", exc)
+        return 2
 
 
 if __name__ == "__main__":

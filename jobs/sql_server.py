@@ -112,10 +112,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cfg = _server_config(base, settings)
 
-    from segments_lib.store.session import build_session
+    from segments_lib.store.session import EnvironmentProblem, build_session
     from segments_lib.store.tables import register_views
 
-    spark = build_session(cfg.spark, app_name="predictive-segments-sql")
+    try:
+        spark = build_session(cfg.spark, app_name="predictive-segments-sql")
+    except EnvironmentProblem as exc:  # no Java, Delta JARs that cannot be resolved
+        log.error("%s", exc)
+        return 2
     registered = register_views(spark, cfg)
     log.info("registered in `%s`: %s", settings.database, ", ".join(registered) or "nothing yet (no night has run)")
     if args.register_only:

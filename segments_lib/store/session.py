@@ -24,7 +24,7 @@ from pyspark import SparkConf, SparkContext
 from pyspark.errors import PySparkRuntimeError
 from pyspark.sql import SparkSession
 
-from segments_lib.config import SparkConfig, load_config
+from segments_lib.config import ConfigError, SparkConfig, load_config
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +34,24 @@ DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 
 
 class EnvironmentProblem(RuntimeError):
-    """The machine lacks something Spark needs (Java, Delta JARs); the message says what and how to fix."""
+    """The machine lacks something Spark needs (Java, Delta JARs).
+
+    The message is one line that says what is wrong and names the setting to fix (JAVA_HOME,
+    spark.delta_package, spark.delta_jars); the jobs print it and exit with code 2.
+    """
 
 
 def _java_binary() -> str | None:
+    """The java Spark's launcher will run: $JAVA_HOME/bin/java when JAVA_HOME is set, else java on PATH."""
     java_home = os.environ.get("JAVA_HOME")
-    if java_home and (Path(java_home) / "bin" / "java").exists():
-        return str(Path(java_home) / "bin" / "java")
+    if java_home:
+        java = Path(java_home) / "bin" / "java"
+        if not java.is_file():
+            raise EnvironmentProblem(
+                f"JAVA_HOME={java_home} has no bin/java, and Spark runs the java under JAVA_HOME: point "
+                f"JAVA_HOME at a Java {MIN_JAVA}+ installation, or unset it to use java from PATH."
+            )
+        return str(java)
     return shutil.which("java")
 
 
@@ -58,8 +69,8 @@ def check_java(min_major: int = MIN_JAVA) -> int:
     java = _java_binary()
     if java is None:
         raise EnvironmentProblem(
-            f"Java not found: Spark 4 needs Java {min_major} or newer. Install it "
-            f"(e.g. `apt-get install openjdk-{min_major}-jdk-headless`) or set JAVA_HOME."
+            f"Java not found: Spark 4 needs Java {min_major} or newer, and there is no JAVA_HOME and no java on "
+            f"PATH. Install it (e.g. `apt-get install openjdk-{min_major}-jdk-headless`) or set JAVA_HOME."
         )
     result = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
     output = result.stderr + result.stdout
@@ -83,7 +94,8 @@ def cached_delta_jars(cfg: SparkConfig) -> list[str] | None:
     if cfg.delta_jars:
         missing = [j for j in cfg.delta_jars if "://" not in j and not Path(j).expanduser().exists()]
         if missing:
-            raise EnvironmentProblem(f"spark.delta_jars lists JARs that do not exist: {', '.join(missing)}")
+            raise EnvironmentProblem(f"spark.delta_jars lists JARs that do not exist: {', '.join(missing)}; "
+                                     "fix the paths in spark.delta_jars (or empty it to resolve spark.delta_package)")
         return [str(Path(j).expanduser()) if "://" not in j else j for j in cfg.delta_jars]
     manifest = _manifest_path(cfg)
     if not manifest.exists():
@@ -111,19 +123,25 @@ def resolve_with_maven(cfg: SparkConfig) -> list[str]:
 <groupId>local</groupId><artifactId>delta-jars</artifactId><version>1</version>
 <dependencies><dependency><groupId>{group}</groupId><artifactId>{artifact}</artifactId>
 <version>{version}</version></dependency></dependencies></project>"""
+    fix = (f"check spark.delta_package ({cfg.delta_package}) and access to Maven Central, or list "
+           "pre-downloaded JARs in spark.delta_jars")
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise EnvironmentProblem(f"could not resolve {cfg.delta_package}: Ivy failed and Maven (mvn) is not "
+                                 f"installed to retry; {fix}.")
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "pom.xml").write_text(pom)
         result = subprocess.run(
-            ["mvn", "-q", "-B", "dependency:copy-dependencies", f"-DoutputDirectory={dest}",
+            [mvn, "-q", "-B", "dependency:copy-dependencies", f"-DoutputDirectory={dest}",
              "-DincludeScope=runtime"],
             cwd=tmp, capture_output=True, text=True, check=False,
         )
     if result.returncode != 0:
-        raise EnvironmentProblem(
-            f"could not resolve {cfg.delta_package} with Ivy or Maven; Maven said:\n"
-            f"{(result.stdout + result.stderr)[-2000:]}\n"
-            "On a cluster without internet access, list pre-downloaded JARs in spark.delta_jars."
-        )
+        said = (result.stdout + result.stderr).strip()
+        log.warning("Maven could not resolve %s:\n%s", cfg.delta_package, said[-2000:])
+        last = next((line.strip() for line in reversed(said.splitlines()) if line.strip()), "no output")
+        raise EnvironmentProblem(f"could not resolve {cfg.delta_package} with Ivy or Maven (Maven: {last[:300]}); "
+                                 f"{fix}.")
     jars = sorted(str(p) for p in dest.glob("*.jar"))
     _write_manifest(cfg, jars)
     return jars
@@ -216,8 +234,9 @@ def _check_delta_loaded(spark) -> None:
         )
     except Exception as exc:
         raise EnvironmentProblem(
-            "Delta Lake classes are not on the driver's classpath. Under spark-submit pass them with "
-            "`$(python -m segments_lib.store.session --submit-args)` or `--packages io.delta:...`."
+            "Delta Lake classes are not on the driver's classpath: under spark-submit pass them with "
+            "`$(python -m segments_lib.store.session --submit-args)` or `--packages io.delta:...`; "
+            "otherwise check spark.delta_jars."
         ) from exc
 
 
@@ -229,23 +248,25 @@ def submit_args(cfg: SparkConfig) -> list[str]:
         spark.stop()
         jars = cached_delta_jars(cfg)
     if not jars:
-        raise EnvironmentProblem(f"could not resolve JARs for {cfg.delta_package}")
+        raise EnvironmentProblem(f"could not resolve JARs for {cfg.delta_package} (spark.delta_package)")
     return ["--jars", ",".join(jars), "--conf", f"spark.sql.extensions={DELTA_EXTENSION}",
             "--conf", f"spark.sql.catalog.spark_catalog={DELTA_CATALOG}"]
 
 
 def main(argv: list[str] | None = None) -> int:
-
-
     parser = argparse.ArgumentParser(description="Delta-enabled Spark session helpers")
-    parser.add_argument("--conf", default=None, help="config overlay (name in conf/ or a path)")
+    parser.add_argument("--conf", default=None, help="config overlay (a path, or a name in conf/)")
     parser.add_argument("--submit-args", action="store_true", help="print spark-submit flags for Delta")
     args = parser.parse_args(argv)
-    cfg = load_config(args.conf).spark
-    if args.submit_args:
-        print(" ".join(submit_args(cfg)))
-        return 0
-    spark = build_session(cfg)
+    try:
+        cfg = load_config(args.conf).spark
+        if args.submit_args:
+            print(" ".join(submit_args(cfg)))
+            return 0
+        spark = build_session(cfg)
+    except (ConfigError, EnvironmentProblem) as exc:
+        print(f"session: {exc}", file=sys.stderr)
+        return 2
     print(f"Spark {spark.version} master={spark.sparkContext.master} delta jars cached: "
           f"{cached_delta_jars(cfg) is not None}")
     spark.stop()
