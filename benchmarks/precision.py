@@ -35,11 +35,9 @@ from pyspark.sql import functions as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from segments_lib.config import AppConfig, load_config
-from segments_lib.features.engine import build_features, event_profile
-from segments_lib.features.spec import feature_columns, feature_spec_for
+from segments_lib.features.frame import at_snapshot, eligible_features, is_holdout
 from segments_lib.intake.demo import generate_events
-from segments_lib.language.definitions import SegmentDefinition
-from segments_lib.language.eligibility import eligible_population, snapshot_frame
+from segments_lib.language.definitions import SegmentDefinition, segment_levels
 from segments_lib.language.segment_config import load_segments
 from segments_lib.language.snapshots import midnight_utc, snapshot_calendar
 from segments_lib.language.targets import build_labels
@@ -47,7 +45,6 @@ from segments_lib.model.pipeline import fit_with_time_validation
 from segments_lib.promise.calibration import STATUS_OK, choose_thresholds, fit_calibrator, score_table
 from segments_lib.store.session import build_session
 
-KEYS = ["snapshot_time", "user_id"]
 MAX_GAP = 0.05
 
 
@@ -58,14 +55,10 @@ def load_demo_events(spark: SparkSession, users: int, days: int, end_date: date,
 
 
 def labelled_rows(events: DataFrame, segment: SegmentDefinition, snapshots: list) -> tuple[DataFrame, list[str]]:
-    spark = events.sparkSession
-    frame = snapshot_frame(spark, snapshots)
-    counts, valued = event_profile(events)
-    spec = feature_spec_for(segment, counts, valued)
-    population = eligible_population(events, frame, segment.eligible)
-    labels = build_labels(events, population, segment.target, segment.prediction_window)
-    features = build_features(events, frame, spec)
-    return labels.join(features, on=KEYS, how="inner"), feature_columns(spec)
+    """Features and labels of the eligible users at `snapshots`, from the history before the last one."""
+    eligible = eligible_features(events, segment, snapshots, as_of=max(snapshots))
+    labels = build_labels(events, eligible.population, segment.target, segment.prediction_window)
+    return eligible.rows(labels), eligible.columns
 
 
 def realized(scored: DataFrame, thresholds: dict[str, float]) -> dict[str, tuple[int, int]]:
@@ -91,14 +84,14 @@ def run_segment(events: DataFrame, cfg: AppConfig, segment: SegmentDefinition, e
     training = rows.where(F.col("snapshot_time") <= F.lit(calendar.training[0]))
     fit = fit_with_time_validation(training, feature_cols, settings)
 
-    holdout = fit.model.transform(rows.where(F.col("snapshot_time") == F.lit(calendar.calibration)))
+    holdout = fit.model.transform(rows.where(is_holdout(calendar)))
     result = fit_calibrator(holdout.select("user_id", "raw_score", "label"), seed=settings.seed)
-    levels = {**cfg.precision_levels, segment.level_name(): segment.promised_precision(cfg.precision_levels)}
+    levels = segment_levels(cfg.precision_levels, segment)
     table = score_table(result.threshold_fold)
     choices = choose_thresholds(table, levels, cfg.nightly.min_segment_size, cfg.nightly.confidence)
 
     scorer = PipelineModel(stages=[*fit.model.stages, result.calibrator])
-    evaluation = scorer.transform(rows.where(F.col("snapshot_time") == F.lit(evaluation_time)))
+    evaluation = scorer.transform(rows.where(at_snapshot(evaluation_time)))
     reachable = {lv: c.threshold for lv, c in choices.items() if c.status == STATUS_OK and c.threshold is not None}
     outcome = realized(evaluation, reachable) if reachable else {}
     base_rate = evaluation.agg(F.avg("label")).first()[0]

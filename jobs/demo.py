@@ -13,6 +13,7 @@ import sys
 from datetime import date
 
 from segments_lib.config import ConfigError, load_config
+from segments_lib.job.results import RETRAIN_MODES
 from segments_lib.progress import configure_logging
 
 log = logging.getLogger("jobs.demo")
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=None, help="demo users (default: demo.users in config)")
     parser.add_argument("--days", type=int, default=None, help="days of history (default: demo.days)")
     parser.add_argument("--fresh", action="store_true", help="regenerate demo events even if present")
-    parser.add_argument("--retrain", choices=("auto", "always", "never"), default="auto")
+    parser.add_argument("--retrain", choices=RETRAIN_MODES, default="auto")
     parser.add_argument("--ground-truth", action="store_true",
                         help="also write the generator's ground truth (for benchmarks/quality.py; ~4 min)")
     args = parser.parse_args(argv)

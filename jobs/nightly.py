@@ -25,6 +25,7 @@ if __package__ in (None, ""):  # spark-submit runs this file as a script: make t
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from segments_lib.config import ConfigError, load_config, segments_file_override
+from segments_lib.job.results import RETRAIN_MODES
 from segments_lib.progress import configure_logging
 
 log = logging.getLogger("jobs.nightly")
@@ -46,7 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--conf", default=None, help="config overlay: a path, or a name in conf/ (local, cluster)")
     parser.add_argument("--segments-file", default=None,
                         help="segment definitions (default: segments_file in config)")
-    parser.add_argument("--retrain", choices=("auto", "always", "never"), default="auto")
+    parser.add_argument("--retrain", choices=RETRAIN_MODES, default="auto")
     parser.add_argument("--check", action="store_true", help="dry run: can each segment be built?")
     args = parser.parse_args(argv)
     if (args.date_from is None) != (args.date_to is None):

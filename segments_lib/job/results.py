@@ -1,13 +1,12 @@
-"""One night for one run date: validate events, (re)train when due, score, write membership and run tables.
+"""What one segment's night produced: `SegmentResult`, the `segment_runs` schema and write, the summary.
 
-A plain function taking the session, the config and the segments (the mlops-stacks batch-inference
-shape). One segment's failure never stops the others: each gets a status in `segment_runs`.
+Every segment-night ends with exactly one status (ok / skipped / precision_unreachable /
+no_eligible_users / failed): one segment's failure never stops the others.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from pyspark.sql.types import (
 )
 
 from segments_lib.config import AppConfig
-from segments_lib.language.definitions import SegmentDefinition
+from segments_lib.language.definitions import NAMED_LEVELS, SegmentDefinition
 from segments_lib.progress import StageTimer
 from segments_lib.store import tables
 
@@ -51,15 +50,11 @@ RUNS_SCHEMA = StructType([
     StructField("retrain_reason", StringType()),
     StructField("eligible_count", LongType()),
     StructField("member_count", LongType()),
-    StructField("members_high", LongType()),
-    StructField("members_medium", LongType()),
-    StructField("members_low", LongType()),
+    *(StructField(f"members_{level}", LongType()) for level in NAMED_LEVELS),
     StructField("control_count", LongType()),
     StructField("precision_level", StringType()),
     StructField("threshold", DoubleType()),
-    StructField("threshold_high", DoubleType()),
-    StructField("threshold_medium", DoubleType()),
-    StructField("threshold_low", DoubleType()),
+    *(StructField(f"threshold_{level}", DoubleType()) for level in NAMED_LEVELS),
     StructField("model_name", StringType()),
     StructField("model_version", IntegerType()),
     StructField("mlflow_run_id", StringType()),
@@ -77,9 +72,12 @@ RUNS_SCHEMA = StructType([
 ])
 
 
-@dataclass
+@dataclass(frozen=True)
 class SegmentResult:
-    """What one segment's night produced: the row of `segment_runs` and the summary line."""
+    """What one segment's night produced: the row of `segment_runs` and the summary line.
+
+    Built once, from the stages' outputs (`job.stages.segment_result`) or for a night that stopped early.
+    """
     segment: str
     run_date: date
     status: str = STATUS_OK
@@ -109,10 +107,9 @@ class SegmentResult:
     def as_row(self) -> tuple:
         return (
             self.run_date, self.segment, self.status, self.reason, self.retrained, self.retrain_reason,
-            self.eligible_count, self.member_count, self.members_by_level.get("high"),
-            self.members_by_level.get("medium"), self.members_by_level.get("low"), self.control_count,
-            self.precision_level, self.threshold, self.thresholds.get("high"), self.thresholds.get("medium"),
-            self.thresholds.get("low"), self.model_name, self.model_version, self.mlflow_run_id,
+            self.eligible_count, self.member_count, *(self.members_by_level.get(lv) for lv in NAMED_LEVELS),
+            self.control_count, self.precision_level, self.threshold,
+            *(self.thresholds.get(lv) for lv in NAMED_LEVELS), self.model_name, self.model_version, self.mlflow_run_id,
             self.holdout_auc_pr, self.events_version, self.score_psi, self.top_drifting_features,
             self.precision_flag, self.membership_entered, self.membership_exited, self.membership_jaccard,
             {k: float(v) for k, v in self.stage_seconds.items()}, float(sum(self.stage_seconds.values())),
@@ -139,18 +136,19 @@ def summary_table(results: Sequence[SegmentResult], tracking_uri: str) -> str:
     """A readable end-of-job summary: one line per segment.
 
     `members` counts the segment's own level (which may be a number, e.g. 0.30, rather than a named
-    level); high / medium / low are the sizes at the named levels, for comparison.
+    level); the NAMED_LEVELS columns (high / medium / low) are the sizes at the named levels, for comparison.
     """
-    header = f"{'segment':<22} {'status':<22} {'level':>6} {'eligible':>8} {'members':>7} {'high':>6} " \
-             f"{'medium':>7} {'low':>6} {'AUC-PR':>7} {'model':>6}  mlflow run"
+    widths = {level: max(6, len(level) + 1) for level in NAMED_LEVELS}
+    header = (f"{'segment':<22} {'status':<22} {'level':>6} {'eligible':>8} {'members':>7} "
+              + "".join(f"{level:>{width}} " for level, width in widths.items())
+              + f"{'AUC-PR':>7} {'model':>6}  mlflow run")
     lines = [header, "-" * len(header)]
     for r in results:
         auc = f"{r.holdout_auc_pr:.3f}" if r.holdout_auc_pr is not None else "-"
+        by_level = "".join(f"{_count(r.members_by_level.get(level)):>{width}} " for level, width in widths.items())
         lines.append(
             f"{r.segment:<22} {r.status:<22} {r.precision_level or '-':>6} {r.eligible_count:>8} "
-            f"{r.member_count:>7} {_count(r.members_by_level.get('high')):>6} "
-            f"{_count(r.members_by_level.get('medium')):>7} {_count(r.members_by_level.get('low')):>6} "
-            f"{auc:>7} {r.model_version or '-':>6}  {r.mlflow_run_id or '-'}"
+            f"{r.member_count:>7} {by_level}{auc:>7} {r.model_version or '-':>6}  {r.mlflow_run_id or '-'}"
         )
         if r.reason:
             lines.append(f"{'':<22} ↳ {r.reason}")
@@ -171,14 +169,21 @@ def failed_result(segment: SegmentDefinition, run_date: date, exc: BaseException
     )
 
 
-def count_members(membership: DataFrame, levels: Sequence[str]) -> dict[str, int]:
+@dataclass(frozen=True)
+class MemberCounts:
+    eligible: int  # scored eligible users: every row of the slice
+    members: int  # members at the segment's own level
+    control: int
+    by_level: dict[str, int]  # members at each counted named level
+
+
+def count_members(membership: DataFrame, levels: Sequence[str]) -> MemberCounts:
     """Eligible, per-level and control counts of one night's membership in one aggregation."""
     aggregates = [F.count(F.lit(1)).alias("eligible"), F.count_if(F.col("is_member")).alias("members"),
                   F.count_if(F.col("control_group")).alias("control")]
-    aggregates += [F.count_if(F.col(f"member_{lv}")).alias(lv) for lv in levels]
+    aggregates += [F.count_if(F.col(f"member_{lv}")).alias(f"level_{lv}") for lv in levels]
     row = membership.agg(*aggregates).first()
-    return {k: int(row[k] or 0) for k in row.asDict()}
+    return MemberCounts(eligible=int(row["eligible"] or 0), members=int(row["members"] or 0),
+                        control=int(row["control"] or 0),
+                        by_level={lv: int(row[f"level_{lv}"] or 0) for lv in levels})
 
-
-def elapsed_since(start: float) -> float:
-    return time.perf_counter() - start

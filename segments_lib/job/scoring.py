@@ -18,7 +18,10 @@ from pyspark.sql.types import (
     StructType,
 )
 
+from segments_lib.language.definitions import NAMED_LEVELS
+
 CONTROL_BUCKETS = 10_000
+_LEVEL_NOTES = {"high": " (smallest, most accurate)", "low": " (largest, broadest)"}
 
 # Stable, documented columns: BI tools and campaign systems read these names.
 MEMBERSHIP_COLUMNS: tuple[tuple[str, object, str], ...] = (
@@ -27,9 +30,8 @@ MEMBERSHIP_COLUMNS: tuple[tuple[str, object, str], ...] = (
     ("user_id", StringType(), "User identifier from the events table."),
     ("score", DoubleType(), "Calibrated probability that the user meets the target in the prediction window."),
     ("precision_tier", StringType(), "Strictest precision level the user qualifies for, null if none."),
-    ("member_high", BooleanType(), "Member at the 'high' precision level (smallest, most accurate)."),
-    ("member_medium", BooleanType(), "Member at the 'medium' precision level."),
-    ("member_low", BooleanType(), "Member at the 'low' precision level (largest, broadest)."),
+    *((f"member_{level}", BooleanType(), f"Member at the '{level}' precision level{_LEVEL_NOTES.get(level, '')}.")
+      for level in NAMED_LEVELS),
     ("is_member", BooleanType(), "Member at the segment's configured precision level."),
     ("threshold", DoubleType(), "Score threshold of the segment's configured level; null when it is unreachable."),
     ("model_name", StringType(), "MLflow registered model that produced the score."),
@@ -59,6 +61,11 @@ class ScoringContext:
     model_version: int
     mlflow_run_id: str
     control_share: float
+
+
+def membership_slice(segment: str, run_date: date) -> Column:
+    """The rows of one (segment, run date) slice of segment_membership: the unit every write replaces."""
+    return (F.col("segment") == F.lit(segment)) & (F.col("run_date") == F.lit(run_date))
 
 
 def control_flag(segment: str, run_date: date, user_id: Column, share: float) -> Column:
@@ -93,9 +100,8 @@ def membership_rows(scored: DataFrame, ctx: ScoringContext) -> DataFrame:
         "user_id": F.col("user_id").cast(StringType()),
         "score": score.cast(DoubleType()),
         "precision_tier": tier_column(score, ctx.levels),
-        "member_high": member_flag(score, by_level["high"].threshold) if "high" in by_level else F.lit(None),
-        "member_medium": member_flag(score, by_level["medium"].threshold) if "medium" in by_level else F.lit(None),
-        "member_low": member_flag(score, by_level["low"].threshold) if "low" in by_level else F.lit(None),
+        **{f"member_{level}": member_flag(score, by_level[level].threshold) if level in by_level else F.lit(None)
+           for level in NAMED_LEVELS},
         "is_member": member_flag(score, own.threshold),
         "threshold": F.lit(own.threshold).cast(DoubleType()),
         "model_name": F.lit(ctx.model_name),

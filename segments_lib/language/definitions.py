@@ -13,6 +13,10 @@ from datetime import timedelta
 from typing import Any, Union
 
 KINDS = ("conversion", "churn", "abandonment", "high_value", "engagement", "custom")
+# The named precision levels that have their own columns in the output tables (`member_<level>` in
+# segment_membership, `members_<level>` / `threshold_<level>` in segment_runs). Other configured levels,
+# and a segment's numeric level (e.g. 0.65 → 'p65'), only have the segment's own columns.
+NAMED_LEVELS = ("high", "medium", "low")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -203,3 +207,8 @@ class SegmentDefinition:
         if isinstance(self.precision_level, str):
             return self.precision_level
         return f"p{round(float(self.precision_level) * 100):02d}"
+
+
+def segment_levels(levels: Mapping[str, float], segment: SegmentDefinition) -> dict[str, float]:
+    """Every configured level, plus the segment's own when it is a number rather than a level name."""
+    return {**levels, segment.level_name(): segment.promised_precision(levels)}

@@ -31,10 +31,8 @@ from pyspark.sql import functions as F
 
 from segments_lib import plots
 from segments_lib.config import AppConfig
-from segments_lib.features.engine import build_features, event_profile
-from segments_lib.features.spec import feature_columns, feature_spec_for
-from segments_lib.language.definitions import SegmentDefinition, format_duration
-from segments_lib.language.eligibility import eligible_population, snapshot_frame
+from segments_lib.features.frame import eligible_features
+from segments_lib.language.definitions import SegmentDefinition, format_duration, segment_levels
 from segments_lib.language.snapshots import SnapshotCalendar, snapshot_calendar
 from segments_lib.language.targets import build_labels
 from segments_lib.model.evaluation import holdout_metrics
@@ -118,14 +116,9 @@ def build_training_frame(
     each has a feature row: the join is inner and never invents "never" values for counts.
     """
 
-    snapshots = snapshot_frame(events.sparkSession, list(calendar.labelled))
-    history = events.where(F.col("event_time") < F.lit(calendar.scoring))
-    event_counts, valued_events = event_profile(history)
-    spec = feature_spec_for(segment, event_counts, valued_events)
-    population = eligible_population(history, snapshots, segment.eligible)
-    labels = build_labels(events, population, segment.target, segment.prediction_window)
-    features = build_features(history, snapshots, spec)
-    return labels.join(features, on=KEYS, how="inner"), feature_columns(spec)
+    eligible = eligible_features(events, segment, calendar.labelled, as_of=calendar.scoring)
+    labels = build_labels(events, eligible.population, segment.target, segment.prediction_window)
+    return eligible.rows(labels), eligible.columns
 
 
 def train_segment(
@@ -197,7 +190,7 @@ def skip_reason(counts: dict[str, int], segment: SegmentDefinition) -> str | Non
 
 def _levels(cfg: AppConfig, segment: SegmentDefinition) -> dict[str, float]:
     """Every configured level, plus the segment's own when it is a number rather than a level name."""
-    return {**cfg.precision_levels, segment.level_name(): segment.promised_precision(cfg.precision_levels)}
+    return segment_levels(cfg.precision_levels, segment)
 
 
 def train_from_frame(

@@ -1,7 +1,8 @@
 """The nightly promise checks around scoring: the backtest ledger, drift against the holdout, stability.
 
-Each function reads what earlier nights wrote (through tables.py) and returns small results that
-`runner.run_segment` records in `segment_runs`; the ledger rows themselves go to `segment_backtest`.
+Each function reads what earlier nights wrote (through tables.py) and returns small results that the
+night's stages (`job.stages.decide`, `write_night`, `check_night`) record in `segment_runs`; the ledger
+rows themselves go to `segment_backtest`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segments_lib.config import AppConfig
+from segments_lib.job.scoring import membership_slice
 from segments_lib.language.definitions import SegmentDefinition
 from segments_lib.promise.drift import DRIFT_BASELINE, SCORE_COLUMN, psi_against, top_drifting
 from segments_lib.promise.ledger import backtest_scored_date, night_ledger, precision_flag, promises_from_choices
@@ -54,7 +56,7 @@ def write_backtest(spark: SparkSession, cfg: AppConfig, events: DataFrame, segme
     membership = tables.read_output(spark, cfg, tables.SEGMENT_MEMBERSHIP)
     scored_date = backtest_scored_date(run_date, segment.horizon)
     if membership is not None:
-        scored = membership.where((F.col("segment") == segment.name) & (F.col("run_date") == F.lit(scored_date)))
+        scored = membership.where(membership_slice(segment.name, scored_date))
         run_row = scored.select("mlflow_run_id").first()
         if run_row is not None:
             # The promise is the one made by the model that scored that night, not tonight's model.
@@ -135,6 +137,5 @@ def previous_membership(spark: SparkSession, cfg: AppConfig, segment: str, run_d
     membership = tables.read_output(spark, cfg, tables.SEGMENT_MEMBERSHIP)
     if membership is None:
         return None
-    previous = membership.where((F.col("segment") == segment)
-                                & (F.col("run_date") == F.lit(run_date - timedelta(days=1))))
+    previous = membership.where(membership_slice(segment, run_date - timedelta(days=1)))
     return previous if previous.limit(1).count() else None

@@ -23,7 +23,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, DateType, DoubleType, LongType, StringType, StructField, StructType
 
-from segments_lib.language.definitions import SegmentDefinition, Target
+from segments_lib.job.scoring import membership_slice
+from segments_lib.language.definitions import NAMED_LEVELS, SegmentDefinition, Target
 from segments_lib.language.targets import build_labels
 from segments_lib.promise.drift import feature_psi, psi, top_drifting
 from segments_lib.promise.stability import ChurnStats, membership_churn
@@ -181,7 +182,7 @@ def default_level_columns(levels: Sequence[str], segment_level: str) -> dict[str
 
     A segment with a custom precision (e.g. 0.65 → level 'p65') only has its own flag, `is_member`.
     """
-    columns = {level: f"member_{level}" for level in levels if level in ("high", "medium", "low")}
+    columns = {level: f"member_{level}" for level in levels if level in NAMED_LEVELS}
     columns[segment_level] = columns.get(segment_level, "is_member")
     return columns
 
@@ -315,7 +316,7 @@ def night_ledger(events: DataFrame, membership: DataFrame, segment: SegmentDefin
     Level columns default to `default_level_columns` (the segment's own level reads `is_member`).
     """
     scored_date = backtest_scored_date(evaluated_on, segment.horizon)
-    closed = membership.where((F.col("run_date") == F.lit(scored_date)) & (F.col("segment") == F.lit(segment.name)))
+    closed = membership.where(membership_slice(segment.name, scored_date))
     labels = labels_for_membership(events, closed, segment.target, segment.prediction_window)
     columns = level_columns or default_level_columns(list(promises), segment.level_name())
     rows = backtest_rows(closed, labels, promises, scored_date, evaluated_on, columns)

@@ -1,0 +1,333 @@
+"""One segment's night as a chain of typed stages: decide → (train) → features → score → write → checks.
+
+Every stage reads the `Night` (session, config, segment, events, run date, timer) and the outputs of
+the stages before it, and returns a small frozen result; `segment_result` builds the `segment_runs`
+row once from those outputs. `runner.run_segment` composes the chain and turns any exception into a
+`failed` result, so a stage may raise.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import mlflow
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from segments_lib.config import AppConfig
+from segments_lib.features.frame import eligible_features
+from segments_lib.job.inference import score
+from segments_lib.job.results import (
+    STATUS_NO_ELIGIBLE,
+    STATUS_OK,
+    STATUS_UNREACHABLE,
+    MemberCounts,
+    SegmentResult,
+    count_members,
+    snapshot_time,
+)
+from segments_lib.job.scoring import ScoringContext, level_thresholds, membership_rows, membership_slice
+from segments_lib.language.definitions import NAMED_LEVELS, SegmentDefinition, segment_levels
+from segments_lib.model.training import STATUS_REUSED, train_segment
+from segments_lib.model.training import STATUS_SKIPPED as TRAINING_SKIPPED
+from segments_lib.progress import StageTimer
+from segments_lib.promise import checks
+from segments_lib.promise.calibration import expected_sizes
+from segments_lib.promise.checks import Drift
+from segments_lib.promise.ledger import retrain_triggers
+from segments_lib.promise.stability import ChurnStats, membership_churn
+from segments_lib.store import tables, tracking
+from segments_lib.store.tracking import ChampionInfo
+
+log = logging.getLogger(__name__)
+
+NO_MODEL_REASON = "no model trained for this run date or earlier; run with --retrain auto or always"
+
+
+@dataclass(frozen=True)
+class PreparedEvents:
+    events: DataFrame  # validated, deduplicated, persisted
+    version: int | None  # Delta version of the events table that was read
+    counts: dict[str, int]
+    first_time: datetime | None
+    last_time: datetime | None
+    event_counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Night:
+    """What every stage of one segment's night reads."""
+    spark: SparkSession
+    cfg: AppConfig
+    segment: SegmentDefinition
+    prepared: PreparedEvents
+    run_date: date
+    retrain: str  # one of results.RETRAIN_MODES
+    timer: StageTimer
+
+    @property
+    def keys(self) -> dict[str, object]:
+        """The (segment, run date) slice every output table write of this night replaces."""
+        return {"segment": self.segment.name, "run_date": self.run_date}
+
+
+# ---- decide ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Decision:
+    retrain_reason: str | None  # why tonight trains; None: the champion scores it
+
+
+def retrain_decision(champion_run_date: date | None, run_date: date, every_days: int, mode: str,
+                     triggers: Sequence[str] = (), last_trained_run_date: date | None = None) -> str | None:
+    """Why this night must (re)train, or None when the champion can score it.
+
+    The `retrain_every` clock runs from the newest training on or before this night
+    (`last_trained_run_date`, the `challenger`), not from the champion: a challenger that lost to the
+    champion still restarts it, otherwise an unbeaten champion would retrain every night once it is old.
+    """
+    if mode == "always":
+        return "--retrain always"
+    if champion_run_date is None:
+        return "no champion yet"
+    if champion_run_date > run_date:
+        # A champion trained after this night has seen its future; a backfill must not score with it.
+        return f"champion was trained for {champion_run_date}, after this run date"
+    if mode == "never":
+        return None
+    newest = champion_run_date
+    if last_trained_run_date is not None and newest < last_trained_run_date <= run_date:
+        newest = last_trained_run_date
+    age = (run_date - newest).days
+    if age >= every_days:
+        what = "champion" if newest == champion_run_date else f"last training ({newest})"
+        return f"{what} is {age} days old (retrain_every {every_days}d)"
+    if triggers:
+        return "; ".join(triggers)
+    return None
+
+
+def decide(night: Night) -> Decision:
+    """The champion, last night's retrain triggers and the retrain clock decide whether tonight trains."""
+    cfg, name = night.cfg, night.segment.name
+    with night.timer.stage("champion"):
+        champion = tracking.load_champion(cfg.mlflow, name)
+        previous = checks.last_night(night.spark, cfg, name, night.run_date)
+    triggers = retrain_triggers(previous.score_psi, cfg.nightly.score_psi_retrain, previous.precision_flag,
+                                cfg.nightly.backtest_flag_nights)
+    return Decision(retrain_decision(champion.trained_run_date if champion else None, night.run_date,
+                                     night.segment.training.retrain_every.days, night.retrain, triggers,
+                                     tracking.last_trained_run_date(cfg.mlflow, name)))
+
+
+# ---- train ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Training:
+    retrained: bool = False  # a new run (not a reused one) trained tonight
+    retrain_reason: str = ""
+    model_version: str | None = None  # the version tonight trained or reused
+    skipped: str | None = None  # the training's reason when the data cannot train a model: a skipped night
+
+
+def train(night: Night, decision: Decision) -> Training:
+    """Train (or reuse tonight's run) when the decision says so; otherwise nothing happens."""
+    why = decision.retrain_reason
+    if why is None:
+        return Training()
+    log.info("[%s %s] training: %s", night.segment.name, night.run_date, why)
+    with night.timer.stage("train"):
+        outcome = train_segment(night.spark, night.cfg, night.segment, night.prepared.events, night.run_date,
+                                night.prepared.version, force=night.retrain == "always")
+    skipped = outcome.status == TRAINING_SKIPPED
+    return Training(retrained=outcome.status != STATUS_REUSED, retrain_reason=why,
+                    model_version=None if skipped else outcome.model_version,
+                    skipped=outcome.reason if skipped else None)
+
+
+def scoring_model(night: Night, training: Training) -> ChampionInfo | None:
+    """The model that scores this night: the champion, unless it postdates the night (then the model just
+    trained for it). None when neither exists."""
+    champion = tracking.load_champion(night.cfg.mlflow, night.segment.name)
+    if champion is not None and (champion.trained_run_date is None or champion.trained_run_date <= night.run_date):
+        return champion
+    if training.model_version is not None:
+        return tracking.load_version(night.cfg.mlflow, night.segment.name, training.model_version)
+    return None
+
+
+# ---- features -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NightFeatures:
+    frame: DataFrame  # user_id, then exactly the scoring model's feature columns; persisted
+
+
+def scoring_features(events: DataFrame, segment: SegmentDefinition, as_of: datetime,
+                     feature_columns: Sequence[str]) -> DataFrame:
+    """Eligible users at snapshot `as_of` with exactly the model's feature columns (user_id first)."""
+    eligible = eligible_features(events, segment, [as_of], as_of)
+    missing = set(feature_columns) - set(eligible.columns)
+    # An event type the model knew but this night's history lacks is a column of "never happened".
+    return eligible.rows().select(
+        "user_id", *[F.col(c) if c not in missing else F.lit(None).cast("double").alias(c) for c in feature_columns]
+    )
+
+
+def featurize(night: Night, model: ChampionInfo) -> NightFeatures:
+    with night.timer.stage("features"):
+        frame = scoring_features(night.prepared.events, night.segment, snapshot_time(night.run_date),
+                                 model.feature_columns)
+        return NightFeatures(frame.persist())
+
+
+# ---- score ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Scored:
+    scores: DataFrame  # user_id, score; persisted
+    membership: DataFrame  # tonight's segment_membership rows (MEMBERSHIP_SCHEMA)
+
+
+def score_night(night: Night, model: ChampionInfo, features: NightFeatures) -> Scored:
+    """Score tonight's eligible users and turn the scores into membership rows at every level."""
+    cfg, segment = night.cfg, night.segment
+    ctx = ScoringContext(
+        segment=segment.name, run_date=night.run_date, segment_level=segment.level_name(),
+        levels=level_thresholds(segment_levels(cfg.precision_levels, segment), model.thresholds),
+        model_name=model.model_name, model_version=int(model.version), mlflow_run_id=model.run_id,
+        control_share=cfg.nightly.control_share,
+    )
+    with night.timer.stage("score"):
+        scores = score(night.spark, model.model_uri, features.frame).persist()
+        return Scored(scores, membership_rows(scores, ctx))
+
+
+# ---- write ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Written:
+    tonight: DataFrame  # the membership slice as written, read back from segment_membership
+    previous: DataFrame | None  # last night's slice, read before tonight's write; None on a first night
+    counts: MemberCounts
+
+
+THRESHOLDS_SCHEMA = (
+    "run_date date, segment string, model_version int, point int, threshold double, expected_precision double, "
+    "precision_lower double, expected_recall double, holdout_members long, expected_size_today long"
+)
+
+
+def threshold_rows(spark: SparkSession, curve_run_id: str, scored: DataFrame, segment: str, run_date: date,
+                   model_version: int) -> DataFrame:
+    """The held-out curve of the scoring model, with the size each threshold would give tonight."""
+    curve = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=curve_run_id,
+                                                            artifact_path="threshold_curve.csv"))
+    sizes = expected_sizes(scored, [float(t) for t in curve["threshold"]])
+    rows = [
+        (run_date, segment, model_version, i, float(r.threshold), float(r.precision), float(r.precision_lower),
+         float(r.recall), int(r.members), int(sizes[i]))
+        for i, r in enumerate(curve.itertuples(index=False))
+    ]
+    return spark.createDataFrame(rows, THRESHOLDS_SCHEMA)
+
+
+def write_night(night: Night, model: ChampionInfo, scored: Scored) -> Written:
+    """Replace tonight's (segment, D) slices of segment_membership and segment_thresholds; count the slice."""
+    spark, cfg, name = night.spark, night.cfg, night.segment.name
+    with night.timer.stage("stability"):
+        previous = checks.previous_membership(spark, cfg, name, night.run_date)
+    with night.timer.stage("write membership"):
+        tables.write_output(
+            scored.membership, cfg, tables.SEGMENT_MEMBERSHIP, night.keys, partition_by=("segment", "run_date"),
+            description="Predictive segment membership: one row per scored eligible user per night.",
+        )
+    with night.timer.stage("write thresholds"):
+        curve = threshold_rows(spark, model.run_id, scored.scores, name, night.run_date, int(model.version))
+        tables.write_output(curve, cfg, tables.SEGMENT_THRESHOLDS, night.keys, partition_by=("run_date",),
+                            description="Held-out precision/recall/size curve of the scoring model.")
+    written = tables.read_output(spark, cfg, tables.SEGMENT_MEMBERSHIP)
+    tonight = written.where(membership_slice(name, night.run_date))
+    counts = count_members(tonight, [lv for lv in NAMED_LEVELS if lv in cfg.precision_levels])
+    return Written(tonight, previous, counts)
+
+
+# ---- checks ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NightChecks:
+    churn: ChurnStats | None  # None on the first night: nothing to churn against
+    drift: Drift
+    precision_flag: bool | None  # None while the segment has no ledger yet
+
+
+def check_night(night: Night, model: ChampionInfo, features: NightFeatures, scored: Scored,
+                written: Written) -> NightChecks:
+    """Churn against last night, drift against the model's holdout snapshot, the ledger of the closed night."""
+    spark, cfg, name = night.spark, night.cfg, night.segment.name
+    churn = None
+    if written.previous is not None:
+        with night.timer.stage("stability"):
+            churn = membership_churn(written.previous, written.tonight)
+    with night.timer.stage("drift"):
+        drifted = checks.drift(model.run_id, features.frame, scored.scores)
+        checks.log_drift(model.run_id, night.run_date, drifted)
+        tables.write_output(
+            checks.drift_rows(spark, name, night.run_date, int(model.version), drifted), cfg,
+            tables.SEGMENT_DRIFT, night.keys, partition_by=("run_date",),
+            description="PSI of the score and the model's top features: holdout snapshot vs tonight.")
+    with night.timer.stage("backtest"):
+        flagged = checks.write_backtest(spark, cfg, night.prepared.events, night.segment, night.run_date)
+    return NightChecks(churn, drifted, flagged)
+
+
+# ---- the result -----------------------------------------------------------------------------------------
+
+def stopped_result(night: Night, training: Training, status: str, reason: str) -> SegmentResult:
+    """The result of a night that ended before scoring (no model, or data that cannot train one)."""
+    return SegmentResult(
+        segment=night.segment.name, run_date=night.run_date, status=status, reason=reason,
+        retrained=training.retrained, retrain_reason=training.retrain_reason,
+        precision_level=night.segment.level_name(), events_version=night.prepared.version,
+        stage_seconds=dict(night.timer.durations),
+    )
+
+
+def night_status(night: Night, model: ChampionInfo, counts: MemberCounts) -> tuple[str, str]:
+    """ok, or why a scored night has no members: an empty population or an unreachable level."""
+    segment, cfg = night.segment, night.cfg
+    if counts.eligible == 0:
+        # Not an error (a campaign's population can empty out), but not "ok" either: BI shows no rows.
+        return STATUS_NO_ELIGIBLE, (f"no user is in the eligible population at {night.run_date} "
+                                    f"(eligible: {segment.eligible.describe()}); the membership slice is empty")
+    if model.thresholds.get(segment.level_name()) is None:
+        return STATUS_UNREACHABLE, (
+            f"no threshold reaches precision {segment.promised_precision(cfg.precision_levels):.2f} with "
+            f"{cfg.nightly.confidence:.0%} confidence on the holdout; membership at this level "
+            "is empty (see segment_thresholds for the achievable curve)")
+    return STATUS_OK, ""
+
+
+def segment_result(night: Night, training: Training, model: ChampionInfo, written: Written,
+                   checked: NightChecks) -> SegmentResult:
+    """The `segment_runs` row of a scored night, from the stages' outputs."""
+    status, reason = night_status(night, model, written.counts)
+    counts, churn, drifted = written.counts, checked.churn, checked.drift
+    return SegmentResult(
+        segment=night.segment.name, run_date=night.run_date, status=status, reason=reason,
+        retrained=training.retrained, retrain_reason=training.retrain_reason,
+        eligible_count=counts.eligible, member_count=counts.members, members_by_level=dict(counts.by_level),
+        control_count=counts.control, precision_level=night.segment.level_name(),
+        threshold=model.thresholds.get(night.segment.level_name()), thresholds=dict(model.thresholds),
+        model_name=model.model_name, model_version=int(model.version), mlflow_run_id=model.run_id,
+        holdout_auc_pr=model.holdout_auc_pr, events_version=night.prepared.version,
+        score_psi=drifted.score_psi, top_drifting_features=drifted.top_features,
+        precision_flag=checked.precision_flag,
+        membership_entered=churn.entered if churn else None, membership_exited=churn.exited if churn else None,
+        membership_jaccard=churn.jaccard if churn else None,
+        stage_seconds=dict(night.timer.durations),
+    )
