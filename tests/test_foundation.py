@@ -67,7 +67,9 @@ def test_mlflow_round_trip_registers_champion_and_scores(spark, tmp_path: Path) 
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.log_params({"max_iter": 50})
         mlflow.log_metric("auc", 1.0)
-        info = mlflow.spark.log_model(model, artifact_path="model", registered_model_name="roundtrip_model")
+        # Explicit requirements, as training logs them: inferring them starts a second Spark JVM (~40 s).
+        info = mlflow.spark.log_model(model, artifact_path="model", registered_model_name="roundtrip_model",
+                                      pip_requirements=["pyspark"])
     client = mlflow.MlflowClient()
     client.set_registered_model_alias("roundtrip_model", "champion", info.registered_model_version)
 

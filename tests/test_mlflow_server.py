@@ -8,15 +8,9 @@ from pathlib import Path
 import pytest
 
 from segments_lib.store.tracking import configure_mlflow, ensure_experiment, experiment_name
-from tests.conftest import make_config
-from tests.support.mlflow_server import MlflowRest, mlflow_server
+from tests.conftest import make_config, write_events
+from tests.support.mlflow_server import MlflowRest
 from tests.support.segments import two_small_segments
-
-
-@pytest.fixture(scope="module")
-def tracking_server(tmp_path_factory: pytest.TempPathFactory):
-    with mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as uri:
-        yield uri
 
 
 @pytest.mark.slow
@@ -71,16 +65,14 @@ TWO_SMALL_SEGMENTS = two_small_segments()
 
 @pytest.mark.slow
 def test_nightly_job_logs_runs_artifacts_and_champions_to_the_server(
-        spark, tracking_server: str, tmp_path: Path, restore_tracking_uri: None) -> None:
-    from segments_lib.intake.demo import generate_events
+        spark, demo_events, tracking_server: str, tmp_path: Path, restore_tracking_uri: None) -> None:
     from segments_lib.job.runner import run_job
     from segments_lib.store import tables
 
     segments_file = tmp_path / "segments.yaml"
     segments_file.write_text(TWO_SMALL_SEGMENTS)
     cfg = make_config(tmp_path / "ws", segments_file=str(segments_file), mlflow={"tracking_uri": tracking_server})
-    events = spark.createDataFrame(generate_events(users=1500, days=70, end_date=NIGHT, seed=11).to_pandas())
-    events.write.format("delta").partitionBy("event_date").save(str(cfg.events.path))
+    write_events(demo_events, cfg)  # ~1.5k demo users, 70 days ending NIGHT (seed 11)
 
     assert run_job(cfg, [NIGHT], None, "auto") == 0
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -27,6 +26,7 @@ from segments_lib.job.runner import run_job
 from segments_lib.store import tables
 from tests.conftest import TEST_SPARK_CONF
 from tests.support.segments import two_small_segments
+from tests.support.workspaces import restore, snapshot
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FIRST_NIGHT = date(2026, 6, 1)
@@ -74,9 +74,17 @@ def workspace(spark, tmp_path_factory: pytest.TempPathFactory) -> Workspace:
      .partitionBy("event_date").save(str(cfg.events.path)))
     assert run_job(cfg, [FIRST_NIGHT], None, "auto") == 0
     assert cfg.output.root.is_dir()
-    clean_copy = root / "clean_copy"
-    shutil.copytree(root / "ws", clean_copy)
+    clean_copy = snapshot(root / "ws", root / "clean_copy")
     return Workspace(cfg, overlay, clean_copy)
+
+
+@pytest.fixture(autouse=True)
+def _from_the_clean_first_night(request: pytest.FixtureRequest) -> None:
+    """Every test starts from the workspace as the first clean night left it, whatever ran before it."""
+    if "workspace" not in request.fixturenames:
+        return
+    workspace: Workspace = request.getfixturevalue("workspace")
+    restore(request.getfixturevalue("spark"), workspace.cfg.workspace, workspace.clean_copy)
 
 
 def job_command(overlay: Path, run_date: date, *extra: str) -> list[str]:
@@ -129,7 +137,7 @@ def membership_slice(rows: list[tuple], segment: str, run_date: date) -> list[tu
 
 @pytest.mark.slow
 def test_sigkill_during_membership_write_leaves_old_or_new_table_and_rerun_matches_clean(
-        spark, workspace: Workspace) -> None:
+        spark, workspace: Workspace, tmp_path: Path) -> None:
     cfg = workspace.cfg
     before = table_rows(spark, cfg, tables.SEGMENT_MEMBERSHIP)
     assert {(r[0], r[1]) for r in before} == {(FIRST_NIGHT, PURCHASE), (FIRST_NIGHT, ENGAGEMENT)}
@@ -140,7 +148,8 @@ def test_sigkill_during_membership_write_leaves_old_or_new_table_and_rerun_match
     after_kill = table_rows(spark, cfg, tables.SEGMENT_MEMBERSHIP)
 
     # The reference: the same night run cleanly on a copy of the workspace as it stood before the kill.
-    clean_cfg = load_config(None, overrides={**overlay_for(workspace.clean_copy, Path(cfg.segments_file))})
+    reference = snapshot(workspace.clean_copy, tmp_path / "reference")
+    clean_cfg = load_config(None, overrides={**overlay_for(reference, Path(cfg.segments_file))})
     assert run_job(clean_cfg, [KILL_NIGHT], None, "never") == 0
     clean = table_rows(spark, clean_cfg, tables.SEGMENT_MEMBERSHIP)
     clean_night = membership_slice(clean, PURCHASE, KILL_NIGHT)

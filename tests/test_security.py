@@ -67,22 +67,21 @@ def test_write_output_with_an_escaping_name_writes_nothing(spark, app_config) ->
 
 
 @pytest.mark.slow
-def test_a_password_in_the_tracking_uri_is_never_printed(spark, tmp_path: Path, caplog, capsys) -> None:
-    from tests.support.mlflow_server import mlflow_server
-
+def test_a_password_in_the_tracking_uri_is_never_printed(spark, tracking_server: str, tmp_path: Path, caplog, capsys,
+                                                          restore_tracking_uri: None) -> None:
     segments_file = tmp_path / "segments.yaml"
     segments_file.write_text("segments:\n  - name: buyers\n    kind: conversion\n"
                              "    target: {occurs: {events: [Purchase Completed]}}\n"
                              "    past_window: 7d\n    prediction_window: 7d\n")
     rows = [("u1", "Open App", T - timedelta(days=3), None), ("u1", "Purchase Completed", T - timedelta(days=2), 9.0),
             ("u2", "Open App", T - timedelta(days=9), None)]
-    with mlflow_server(tmp_path / "server") as uri:
-        authed = uri.replace("http://", f"http://analyst:{SECRET}@")
-        cfg = make_config(tmp_path / "ws", segments_file=str(segments_file), mlflow={"tracking_uri": authed})
-        (spark.createDataFrame(rows, "user_id string, event_name string, event_time timestamp, event_value double")
-         .write.format("delta").save(str(cfg.events.path)))
-        with caplog.at_level(logging.DEBUG):
-            code = run_job(cfg, [RUN_DATE], None, "auto")
+    uri = tracking_server
+    authed = uri.replace("http://", f"http://analyst:{SECRET}@")
+    cfg = make_config(tmp_path / "ws", segments_file=str(segments_file), mlflow={"tracking_uri": authed})
+    (spark.createDataFrame(rows, "user_id string, event_name string, event_time timestamp, event_value double")
+     .write.format("delta").save(str(cfg.events.path)))
+    with caplog.at_level(logging.DEBUG):
+        code = run_job(cfg, [RUN_DATE], None, "auto")
     out, err = capsys.readouterr()
     assert code == 0, caplog.text[-3000:]
     assert f"MLflow: {uri.replace('http://', 'http://analyst:***@')}" in out  # the summary names the store
