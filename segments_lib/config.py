@@ -276,6 +276,26 @@ def _parse_nightly(sec: _Section, source: str) -> NightlyConfig:
     return nightly
 
 
+def _parse_mlflow(ml: _Section, workspace: Path, source: str) -> MlflowConfig:
+    tracking_uri = (
+        ml.get("tracking_uri", str)
+        or os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{(workspace / 'mlflow' / 'mlflow.db').as_posix()}"
+    )
+    on_unreachable = ml.get("on_unreachable", str)
+    if on_unreachable not in ("fail", "score_with_last_champion"):
+        raise ConfigError(
+            f"{source}: 'mlflow.on_unreachable' must be fail or score_with_last_champion, "
+            f"found {on_unreachable!r}"
+        )
+    return MlflowConfig(
+        tracking_uri=tracking_uri,
+        artifact_location=_resolve(workspace, ml.get("artifact_location", str)),
+        experiment_prefix=ml.get("experiment_prefix", str),
+        on_unreachable=on_unreachable,
+    )
+
+
 def parse_config(data: Mapping[str, Any], source: str, root: Path | None = None,
                  schema: Mapping[str, Any] | None = None) -> AppConfig:
     """The merged YAML as an `AppConfig`; `schema` (default: the shipped base.yaml) names the valid keys.
@@ -295,24 +315,7 @@ def parse_config(data: Mapping[str, Any], source: str, root: Path | None = None,
         catalog_database=out.get("catalog_database", str),
     )
 
-    ml = top.section("mlflow")
-    tracking_uri = (
-        ml.get("tracking_uri", str)
-        or os.environ.get("MLFLOW_TRACKING_URI")
-        or f"sqlite:///{(workspace / 'mlflow' / 'mlflow.db').as_posix()}"
-    )
-    on_unreachable = ml.get("on_unreachable", str)
-    if on_unreachable not in ("fail", "score_with_last_champion"):
-        raise ConfigError(
-            f"{source}: 'mlflow.on_unreachable' must be fail or score_with_last_champion, "
-            f"found {on_unreachable!r}"
-        )
-    mlflow_cfg = MlflowConfig(
-        tracking_uri=tracking_uri,
-        artifact_location=_resolve(workspace, ml.get("artifact_location", str)),
-        experiment_prefix=ml.get("experiment_prefix", str),
-        on_unreachable=on_unreachable,
-    )
+    mlflow_cfg = _parse_mlflow(top.section("mlflow"), workspace, source)
 
     sp = top.section("spark")
     spark_cfg = SparkConfig(

@@ -111,6 +111,15 @@ def write_events(events: DataFrame, cfg: AppConfig) -> None:
     events.write.format("delta").mode("overwrite").partitionBy("event_date").save(str(cfg.events.path))
 
 
+def write_generated_events(spark, cfg: AppConfig, users: int, days: int, end_date: date = DEMO_END,
+                           seed: int = 11) -> None:
+    """Demo events of another size than the session's `demo_events`, written to `cfg`'s events table."""
+    from segments_lib.intake.demo import generate_events
+
+    table = generate_events(users=users, days=days, end_date=end_date, seed=seed)
+    write_events(spark.createDataFrame(table.to_pandas()), cfg)
+
+
 @pytest.fixture(scope="session")
 def trained_workspace(spark, demo_events: DataFrame, tmp_path_factory: pytest.TempPathFactory) -> AppConfig:
     """The session's one trained workspace: two small segments backfilled over `TRAINED_NIGHTS`.

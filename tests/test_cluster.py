@@ -11,16 +11,17 @@ import yaml
 
 from segments_lib.store import tables
 from segments_lib.store.session import submit_args
-from tests.conftest import make_config
+from tests.conftest import DEMO_END, make_config, write_generated_events
+from tests.support.segments import two_small_segments
 from tests.support.standalone import spark_env, standalone_cluster
-from tests.test_nightly import RUN_DATE, SMALL_SEGMENTS, write_demo_events
 
 PROJECT = Path(__file__).resolve().parent.parent
+RUN_DATE = DEMO_END
 
 
 @pytest.mark.slow
 def test_nightly_job_runs_on_a_standalone_cluster(spark, tmp_path: Path) -> None:
-    segments = yaml.safe_load(SMALL_SEGMENTS)
+    segments = yaml.safe_load(two_small_segments(retrain_every="30d"))
     segments["segments"] = segments["segments"][:1]  # one segment keeps the cluster run short
     segments_file = tmp_path / "segments.yaml"
     segments_file.write_text(yaml.safe_dump(segments))
@@ -35,7 +36,7 @@ def test_nightly_job_runs_on_a_standalone_cluster(spark, tmp_path: Path) -> None
                                            "spark.databricks.delta.snapshotPartitions": "2"}},
     }))
     cfg = make_config(workspace, segments_file=str(segments_file))
-    write_demo_events(spark, cfg, users=800, days=60)
+    write_generated_events(spark, cfg, users=800, days=60)
 
     with standalone_cluster(tmp_path / "cluster") as master_url:
         result = subprocess.run(

@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
-import mlflow
-import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -225,8 +223,7 @@ THRESHOLDS_SCHEMA = (
 def threshold_rows(spark: SparkSession, curve_run_id: str, scored: DataFrame, segment: str, run_date: date,
                    model_version: int) -> DataFrame:
     """The held-out curve of the scoring model, with the size each threshold would give tonight."""
-    curve = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=curve_run_id,
-                                                            artifact_path="threshold_curve.csv"))
+    curve = tracking.run_artifact_frame(curve_run_id, "threshold_curve.csv")
     sizes = expected_sizes(scored, [float(t) for t in curve["threshold"]])
     rows = [
         (run_date, segment, model_version, i, float(r.threshold), float(r.precision), float(r.precision_lower),

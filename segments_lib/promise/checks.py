@@ -10,10 +10,8 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 
-import mlflow
-from mlflow.entities import Metric
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -22,7 +20,7 @@ from segments_lib.job.scoring import membership_slice
 from segments_lib.language.definitions import SegmentDefinition
 from segments_lib.promise.drift import DRIFT_BASELINE, SCORE_COLUMN, psi_against, top_drifting
 from segments_lib.promise.ledger import backtest_scored_date, night_ledger, precision_flag, promises_from_choices
-from segments_lib.store import tables
+from segments_lib.store import tables, tracking
 from segments_lib.store.tracking import run_artifact_json
 
 log = logging.getLogger(__name__)
@@ -122,15 +120,12 @@ def log_drift(run_id: str, run_date: date, result: Drift, top: int = 5) -> None:
 
     Stepping by the run date's ordinal makes the MLflow UI plot drift over the model's nights.
     """
-
     if result.score_psi is None:
         return
-    moment = int(datetime(run_date.year, run_date.month, run_date.day, tzinfo=timezone.utc).timestamp() * 1000)
     finite = [(name, value) for name, value in result.feature_psis if not math.isnan(value)]
     ranked = sorted(finite, key=lambda item: (-item[1], item[0]))[:top]
     values = [("drift.score_psi", result.score_psi)] + [(f"drift.psi.{name}", value) for name, value in ranked]
-    mlflow.MlflowClient().log_batch(run_id, metrics=[Metric(key, value, moment, run_date.toordinal())
-                                                     for key, value in values])
+    tracking.log_nightly_metrics(run_id, run_date, values)
 
 
 def previous_membership(spark: SparkSession, cfg: AppConfig, segment: str, run_date: date) -> DataFrame | None:

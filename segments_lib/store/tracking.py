@@ -14,11 +14,13 @@ import logging
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, is_dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import pandas as pd
+from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from segments_lib.config import MlflowConfig
@@ -323,3 +325,18 @@ def run_artifact_json(run_id: str, name: str) -> object:
     local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=name)
     with open(local, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def run_artifact_frame(run_id: str, name: str) -> pd.DataFrame:
+    """A CSV artifact of a run (e.g. `threshold_curve.csv`) as a pandas frame."""
+    return pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=name))
+
+
+def log_nightly_metrics(run_id: str, run_date: date, values: list[tuple[str, float]]) -> None:
+    """Metrics of a model's run for one night, stepped by the run date's ordinal (one point per night).
+
+    One `log_batch` call: a night adds a handful of points to the run, not one request per metric.
+    """
+    moment = int(datetime(run_date.year, run_date.month, run_date.day, tzinfo=timezone.utc).timestamp() * 1000)
+    mlflow.MlflowClient().log_batch(run_id, metrics=[Metric(key, value, moment, run_date.toordinal())
+                                                     for key, value in values])
