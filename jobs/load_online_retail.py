@@ -22,7 +22,7 @@ from segments_lib.config import PROJECT_ROOT, load_config
 from segments_lib.intake import events, retail
 from segments_lib.progress import StageTimer, configure_logging
 from segments_lib.store import tables
-from segments_lib.store.session import build_session
+from segments_lib.store.session import EnvironmentProblem, build_session
 
 log = logging.getLogger("jobs.load_online_retail")
 DEFAULT_SOURCE = PROJECT_ROOT / "data" / "online_retail.parquet"
@@ -53,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         max_rejected_share=args.max_rejected_share,
     )
     timer = StageTimer(log)
-    spark = build_session(cfg.spark, app_name="load-online-retail")
+    try:
+        spark = build_session(cfg.spark, app_name="load-online-retail")
+    except EnvironmentProblem as exc:  # no Java, Delta JARs that cannot be resolved: the job cannot start
+        log.error("%s", exc)
+        return 2
 
     with timer.stage(f"read {args.source} and validate"):
         raw = retail.retail_to_events(spark.read.parquet(str(args.source)))

@@ -31,6 +31,7 @@ from segments_lib.config import (
     render_reference,
     shipped_base,
 )
+from segments_lib.intake.events import ValidationRules
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = PROJECT_ROOT / "docs" / "config-reference.md"
@@ -117,6 +118,14 @@ def test_the_config_classes_have_no_defaults_of_their_own() -> None:
     # EventColumns' defaults are the contract's own names, for code that builds one by hand: the same
     # mapping base.yaml states.
     assert EventColumns(**shipped_base()["events"]["columns"]) == EventColumns()
+
+
+def test_validation_rules_built_by_hand_match_the_shipped_events_section() -> None:
+    # ValidationRules() serves library callers and tests; the job builds it from config. Both must agree.
+    shipped = shipped_base()["events"]
+    assert ValidationRules() == ValidationRules(dedup_key=tuple(shipped["dedup_key"]),
+                                                allow_negative_values=shipped["allow_negative_values"],
+                                                max_rejected_share=shipped["max_rejected_share"])
 
 
 def test_open_sections_are_mappings_in_base_yaml() -> None:
