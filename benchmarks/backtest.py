@@ -97,7 +97,7 @@ def backfill(spark, cfg: AppConfig, segments: list[SegmentDefinition], nights: l
         write_runs(spark, cfg, results)
         print(f"\nNight {run_date} ({time.perf_counter() - night_start:.0f}s)\n"
               + summary_table(results, cfg.mlflow.tracking_uri), flush=True)
-    prepared.events.unpersist()
+    prepared.release()
     return time.perf_counter() - start
 
 

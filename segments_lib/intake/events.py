@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
+from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -146,6 +147,7 @@ class ValidationResult:
     valid: DataFrame  # contract columns only
     rejected: DataFrame  # the conformed row (with extra columns) + reason + run_date
     counts: dict[str, int]  # per reason, plus duplicates_removed, total, valid
+    tagged: DataFrame | None = None  # every row with its reason and duplicate flag (persisted on request)
 
     @property
     def rejected_count(self) -> int:
@@ -169,13 +171,16 @@ def _as_utc(as_of: datetime) -> datetime:
     return as_of.replace(tzinfo=timezone.utc) if as_of.tzinfo is None else as_of
 
 
-def validate(df: DataFrame, as_of: datetime, rules: ValidationRules, run_date: date | None = None) -> ValidationResult:
+def validate(df: DataFrame, as_of: datetime, rules: ValidationRules, run_date: date | None = None,
+             storage_level: StorageLevel | None = None) -> ValidationResult:
     """Split conformed events into valid rows and quarantined rows with a reason.
 
     One `select` tags each row with its first failing reason and whether it repeats an earlier valid
     row on `rules.dedup_key`; the counts come from one aggregation over that tagged frame. Exact
-    duplicates are removed from the valid rows and counted, not quarantined. The input is read more
-    than once (counts, valid, rejected): callers with an expensive source should persist it first.
+    duplicates are removed from the valid rows and counted, not quarantined. The tagged frame is read
+    more than once (counts, valid, rejected), and tagging sorts every event for the duplicate window:
+    with `storage_level` it is persisted before the counts, so that sort runs once, and
+    `ValidationResult.tagged` is what to unpersist when the valid rows are no longer needed.
     """
     missing = [c for c in (*CONTRACT_COLUMNS, *rules.dedup_key) if c not in df.columns]
     if missing:
@@ -192,6 +197,8 @@ def validate(df: DataFrame, as_of: datetime, rules: ValidationRules, run_date: d
     tagged = df.select("*", _reason(as_of, rules).alias(REASON)).select(
         "*", (is_valid & (F.row_number().over(dup_window) > 1)).alias("_duplicate")
     )
+    if storage_level is not None:
+        tagged = tagged.persist(storage_level)
     aggregates = [F.count(F.lit(1)).alias("total"),
                   F.sum(F.col("_duplicate").cast("long")).alias(DUPLICATES_REMOVED)]
     aggregates += [F.sum((F.col(REASON) == r).cast("long")).alias(r) for r in REASONS]
@@ -203,7 +210,7 @@ def validate(df: DataFrame, as_of: datetime, rules: ValidationRules, run_date: d
     rejected = tagged.where(~is_valid).select(
         *[F.col(f"`{c}`") for c in df.columns], F.col(REASON), F.lit(run_date).cast("date").alias(RUN_DATE)
     )
-    return ValidationResult(valid=valid, rejected=rejected, counts=counts)
+    return ValidationResult(valid=valid, rejected=rejected, counts=counts, tagged=tagged)
 
 
 def rejected_share(counts: Mapping[str, int]) -> float:

@@ -75,14 +75,14 @@ def prepare_events(spark: SparkSession, cfg: AppConfig, quarantine_date: date) -
     # Validation's as-of is the wall clock: an event stamped later than now is a data error, while
     # events after a backfilled run date are legitimate history for that night's labels.
     result = validate(conformed, datetime.now(timezone.utc), ValidationRules.from_config(cfg.events),
-                      run_date=quarantine_date)
+                      run_date=quarantine_date, storage_level=StorageLevel.MEMORY_AND_DISK)
     log.info("events v%s: %s valid of %s; %s", version, result.counts["valid"], result.counts["total"],
              format_counts(result.counts))
     check_rejected_share(result, cfg.events.max_rejected_share)
     if result.rejected_count:
         tables.replace_partition(result.rejected, tables.quarantine_path(cfg), {"run_date": quarantine_date},
                                  partition_by=("run_date",))
-    events = result.valid.persist(StorageLevel.MEMORY_AND_DISK)
+    events = result.valid  # a filter over the persisted tagged rows: every segment reads it
     profile = events.groupBy("event_name").agg(
         F.count(F.lit(1)).alias("n"), F.min("event_time").alias("first"), F.max("event_time").alias("last")
     ).collect()
@@ -95,6 +95,7 @@ def prepare_events(spark: SparkSession, cfg: AppConfig, quarantine_date: date) -
         first_time=min(r["first"] for r in profile),
         last_time=max(r["last"] for r in profile),
         event_counts={r["event_name"]: int(r["n"]) for r in profile},
+        cached=result.tagged,
     )
 
 
@@ -217,7 +218,7 @@ def run_job(cfg: AppConfig, dates: Sequence[date], segment_names: str | None, re
         all_results.extend(results)
         print(f"\nNight {run_date}\n" + summary_table(results, mask_uri(uri)), flush=True)
     tables.register_views(spark, cfg)
-    prepared.events.unpersist()
+    prepared.release()
     failed = [r for r in all_results if r.status == STATUS_FAILED]
     log.info("done in %.1fs: %d segment-nights, %d failed; tables in %s", job_timer.total, len(all_results),
              len(failed), cfg.output.root)

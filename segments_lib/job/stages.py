@@ -48,12 +48,17 @@ NO_MODEL_REASON = "no model trained for this run date or earlier; run with --ret
 
 @dataclass(frozen=True)
 class PreparedEvents:
-    events: DataFrame  # validated, deduplicated, persisted
+    events: DataFrame  # validated, deduplicated, read from `cached`
     version: int | None  # Delta version of the events table that was read
     counts: dict[str, int]
     first_time: datetime | None
     last_time: datetime | None
     event_counts: dict[str, int]
+    cached: DataFrame | None = None  # the persisted frame `events` is read from
+
+    def release(self) -> None:
+        """Drop the persisted events once the job's nights are done."""
+        (self.cached if self.cached is not None else self.events).unpersist()
 
 
 @dataclass(frozen=True)
