@@ -149,12 +149,26 @@ def test_a_key_missing_from_the_merged_yaml_is_an_error_not_a_silent_default() -
         parse_config(data, "base.yaml")
 
 
+def _overlay(tmp_path: Path, text: str) -> Path:
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(text)
+    return overlay
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("output:\n  catalog_database: null\nnightly:\n  confidence: null\n",
+     r"'nightly\.confidence' must be float, found null"),
+    ("nightly:\n  min_segment_size: 1.5\n", r"'nightly\.min_segment_size' must be int, found 1\.5"),
+    ("events:\n  allow_negative_values: 'no'\n",
+     r"'events\.allow_negative_values' must be true or false, found 'no'"),
+])
+def test_null_and_type_errors_name_the_key_and_keep_their_messages(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(_overlay(tmp_path, text))
+
+
 def test_null_only_where_base_yaml_has_null(tmp_path: Path) -> None:
-    overlay = tmp_path / "nulls.yaml"
-    overlay.write_text("output:\n  catalog_database: null\nnightly:\n  confidence: null\n")
-    with pytest.raises(ConfigError, match=r"'nightly\.confidence' must be float, found null"):
-        load_config(overlay)
-    overlay.write_text("output:\n  catalog_database: null\nspark:\n  master: null\n")
+    overlay = _overlay(tmp_path, "output:\n  catalog_database: null\nspark:\n  master: null\n")
     cfg = load_config(overlay)
     assert cfg.output.catalog_database is None and cfg.spark.master is None
 
@@ -165,16 +179,8 @@ def test_an_empty_section_in_an_overlay_changes_nothing(tmp_path: Path) -> None:
     assert replace(load_config(overlay), sources=()) == replace(load_config(None), sources=())
 
 
-def test_type_errors_keep_their_messages(tmp_path: Path) -> None:
-    overlay = tmp_path / "types.yaml"
-    overlay.write_text("nightly:\n  min_segment_size: 1.5\n")
-    with pytest.raises(ConfigError, match=r"'nightly\.min_segment_size' must be int, found 1\.5"):
-        load_config(overlay)
-    overlay.write_text("events:\n  allow_negative_values: 'no'\n")
-    with pytest.raises(ConfigError, match=r"'events\.allow_negative_values' must be true or false, found 'no'"):
-        load_config(overlay)
-    overlay.write_text("nightly:\n  confidence: 1\n")
-    assert load_config(overlay).nightly.confidence == 1.0
+def test_an_integer_is_accepted_where_a_float_is_expected(tmp_path: Path) -> None:
+    assert load_config(_overlay(tmp_path, "nightly:\n  confidence: 1\n")).nightly.confidence == 1.0
 
 
 def test_unknown_keys_name_the_layer_that_has_them(tmp_path: Path) -> None:
