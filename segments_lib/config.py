@@ -225,8 +225,13 @@ class _Section:
         return value
 
 
+def _expanded(value: str | os.PathLike[str]) -> Path:
+    """A configured path with `$VARIABLES` and `~` expanded, not yet anchored anywhere."""
+    return Path(os.path.expandvars(str(value))).expanduser()
+
+
 def _resolve(base: Path, value: str | os.PathLike[str]) -> Path:
-    path = Path(os.path.expandvars(str(value))).expanduser()
+    path = _expanded(value)
     return path if path.is_absolute() else (base / path)
 
 
@@ -389,7 +394,7 @@ def relative_root() -> Path:
 def find_overlay(overlay: str | os.PathLike[str]) -> Path | Traversable:
     """An overlay file: a path (absolute or relative to the current directory) first; a bare name such as
     `local` or `cluster.yaml` is then `./conf/<name>.yaml` in the current directory, else the shipped one."""
-    path = Path(os.path.expandvars(str(overlay))).expanduser()
+    path = _expanded(overlay)
     if path.is_file():
         return path
     if len(path.parts) != 1 or path.suffix not in ("", ".yaml", ".yml"):
@@ -410,7 +415,7 @@ def find_overlay(overlay: str | os.PathLike[str]) -> Path | Traversable:
 def segments_path(value: str, default: str | None) -> Path:
     """`segments_file`: absolute as is; relative, against the current directory (where spark-submit
     --files puts a shipped file) and, for base.yaml's default, the shipped conf/segments.yaml otherwise."""
-    path = Path(os.path.expandvars(value)).expanduser()
+    path = _expanded(value)
     if path.is_absolute():
         return path
     here = Path.cwd() / path
