@@ -26,7 +26,9 @@ if __package__ in (None, ""):  # spark-submit runs this file as a script: make t
 
 from segments_lib.config import ConfigError, load_config, segments_file_override
 from segments_lib.job.results import RETRAIN_MODES
+from segments_lib.job.runner import run_job
 from segments_lib.progress import configure_logging
+from segments_lib.store.session import EnvironmentProblem
 
 log = logging.getLogger("jobs.nightly")
 
@@ -74,9 +76,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
-    from segments_lib.job.runner import run_job
-    from segments_lib.store.session import EnvironmentProblem
-
     try:
         return run_job(cfg, run_dates(args), args.segments, args.retrain, check_only=args.check)
     except EnvironmentProblem as exc:  # no Java, Delta JARs that cannot be resolved: the job cannot start
