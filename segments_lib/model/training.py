@@ -214,25 +214,43 @@ def train_from_frame(
             log.warning("[%s] skipped: %s", segment.name, reason)
             return TrainingOutcome(status=STATUS_SKIPPED, reason=reason, calendar=calendar,
                                    metrics={k: float(v) for k, v in counts.items()})
-        with timer.stage("fit"):
-            fit = fit_with_time_validation(frame.where(_is_training(calendar)), feature_cols, segment.training)
-        with timer.stage("holdout metrics"):
-            scored = fit.model.transform(frame.where(_is_holdout(calendar))).select(*KEYS, RAW_SCORE, "label").persist()
-            metrics = {**holdout_metrics(scored), "n_train": float(fit.n_train),
-                       "n_validation": float(fit.n_validation), "train_seconds": fit.fit_seconds}
-        with timer.stage("calibration"):
-            calibrated, curve, choices = _calibrate(cfg, segment, calendar, scored)
-            metrics.update(brier_raw=calibrated.brier_before, brier_calibrated=calibrated.brier_after)
-        trained = TrainedModel(
-            segment, calendar, events_version, frame, feature_cols, fit,
-            final_model=PipelineModel(stages=[*fit.model.stages, calibrated.calibrator]),
-            scored=scored, calibrated=calibrated, metrics=metrics, curve=curve, choices=choices,
-        )
+        trained = fit_and_calibrate(cfg, segment, frame, feature_cols, calendar, events_version, timer)
         outcome = _log_and_register(cfg, trained, timer)
-        scored.unpersist()
+        trained.scored.unpersist()
         return outcome
     finally:
         frame.unpersist()
+
+
+def fit_and_calibrate(
+    cfg: AppConfig,
+    segment: SegmentDefinition,
+    frame: DataFrame,
+    feature_cols: list[str],
+    calendar: SnapshotCalendar,
+    events_version: int | None = None,
+    timer: StageTimer | None = None,
+) -> TrainedModel:
+    """Fit on the training rows, score the holdout, calibrate and choose thresholds: no MLflow, no registry.
+
+    Training and the quality benchmarks share it, so a benchmark measures exactly the model that ships.
+    The returned `scored` holdout is persisted; the caller unpersists it.
+    """
+    timer = timer or StageTimer(log, prefix=f"[{segment.name}] ")
+    with timer.stage("fit"):
+        fit = fit_with_time_validation(frame.where(_is_training(calendar)), feature_cols, segment.training)
+    with timer.stage("holdout metrics"):
+        scored = fit.model.transform(frame.where(_is_holdout(calendar))).select(*KEYS, RAW_SCORE, "label").persist()
+        metrics = {**holdout_metrics(scored), "n_train": float(fit.n_train),
+                   "n_validation": float(fit.n_validation), "train_seconds": fit.fit_seconds}
+    with timer.stage("calibration"):
+        calibrated, curve, choices = _calibrate(cfg, segment, calendar, scored)
+        metrics.update(brier_raw=calibrated.brier_before, brier_calibrated=calibrated.brier_after)
+    return TrainedModel(
+        segment, calendar, events_version, frame, feature_cols, fit,
+        final_model=PipelineModel(stages=[*fit.model.stages, calibrated.calibrator]),
+        scored=scored, calibrated=calibrated, metrics=metrics, curve=curve, choices=choices,
+    )
 
 
 def _calibrate(cfg: AppConfig, segment: SegmentDefinition, calendar: SnapshotCalendar, scored: DataFrame,
