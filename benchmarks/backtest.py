@@ -67,7 +67,7 @@ def write_demo_events(cfg: AppConfig, users: int, days: int) -> None:
 
     from segments_lib.intake import demo
 
-    if (cfg.events.path / "_delta_log").exists():
+    if (cfg.events.path.path / "_delta_log").exists():
         log.info("demo events already at %s", cfg.events.path)
         return
     start = time.perf_counter()
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     ledger = build_ledger(spark, cfg, segments, nights)
     ledger_seconds = time.perf_counter() - start
-    ledger.to_csv(cfg.workspace / "segment_backtest.csv", index=False)
+    ledger.to_csv(cfg.workspace.path / "segment_backtest.csv", index=False)
     print(f"\nnights evaluated {nights[0]} .. {nights[-1]}; ledger rows {len(ledger)}; "
           f"backfill {backfill_seconds and round(backfill_seconds)}s, ledger {ledger_seconds:.0f}s")
     if not ledger.empty:

@@ -21,8 +21,8 @@ from pyspark.sql import DataFrame, SparkSession
 
 from segments_lib.config import AppConfig, ConfigError, load_config, segments_file_override, suggest
 from segments_lib.intake.events import ValidationRules, conform, format_counts, validate
+from segments_lib.job.runner import JobError, read_source_events
 from segments_lib.language.definitions import SegmentDefinition
-from segments_lib.store import tables
 
 log = logging.getLogger("jobs.check_segments")
 
@@ -33,16 +33,10 @@ class CheckError(RuntimeError):
 
 def read_events(spark: SparkSession, cfg: AppConfig) -> DataFrame:
     """Conformed, valid events (invalid rows are counted and left out; the nightly job quarantines them)."""
-    path = tables.events_path(cfg)
-    if cfg.events.format == "parquet":
-        if not path.exists():
-            raise CheckError(f"no Parquet events at {path} (events.path in config)")
-        raw = spark.read.parquet(str(path))
-    elif tables.is_delta_table(spark, path):
-        raw = tables.read_delta(spark, path)
-    else:
-        raise CheckError(f"no Delta events table at {path} (events.path in config); generate demo data with "
-                         "`python -m jobs.generate_demo_events` or point events.path at your table")
+    try:
+        raw, _ = read_source_events(spark, cfg)
+    except JobError as exc:
+        raise CheckError(str(exc)) from exc
     conformed = conform(raw, cfg.events.columns, cfg.events.source_timezone)
     result = validate(conformed, datetime.now(timezone.utc), ValidationRules.from_config(cfg.events))
     if result.rejected_count:

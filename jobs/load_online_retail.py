@@ -20,6 +20,7 @@ from pathlib import Path
 from jobs.options import job_parser
 from segments_lib.config import PROJECT_ROOT, load_config
 from segments_lib.intake import events, retail
+from segments_lib.locations import Location
 from segments_lib.progress import StageTimer, configure_logging
 from segments_lib.store import tables
 from segments_lib.store.session import EnvironmentProblem, build_session
@@ -31,7 +32,8 @@ DEFAULT_SOURCE = PROJECT_ROOT / "data" / "online_retail.parquet"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = job_parser(__doc__)
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="Online Retail Parquet file")
-    parser.add_argument("--events-path", type=Path, default=None, help="events Delta table (default: events.path)")
+    parser.add_argument("--events-path", type=Location.parse, default=None,
+                        help="events Delta table, a path or a URI (default: events.path)")
     parser.add_argument("--run-date", type=date.fromisoformat, default=None,
                         help="run date, YYYY-MM-DD (default: today, UTC); events after its midnight are future")
     parser.add_argument("--max-rejected-share", type=float, default=retail.RETAIL_MAX_REJECTED_SHARE,

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any, get_type_hints
 
 import yaml
 
+from segments_lib.locations import Location, LocationError, is_file, read_text
+
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
@@ -61,7 +63,7 @@ class EventColumns:
 # name and type the parsed values.
 @dataclass(frozen=True)
 class EventsConfig:
-    path: Path
+    path: Location
     format: str  # delta | parquet
     columns: EventColumns
     source_timezone: str
@@ -72,14 +74,14 @@ class EventsConfig:
 
 @dataclass(frozen=True)
 class OutputConfig:
-    root: Path
+    root: Location
     catalog_database: str | None  # register tables in this database when set
 
 
 @dataclass(frozen=True)
 class MlflowConfig:
     tracking_uri: str  # resolved: config value, else MLFLOW_TRACKING_URI, else embedded sqlite
-    artifact_location: Path
+    artifact_location: Location
     experiment_prefix: str
     on_unreachable: str  # fail | score_with_last_champion
 
@@ -91,6 +93,8 @@ class SparkConfig:
     delta_package: str
     jars_cache_dir: Path
     delta_jars: tuple[str, ...]  # pre-downloaded JARs for clusters without internet
+    extra_packages: tuple[str, ...]  # resolved and cached with delta_package (e.g. hadoop-aws for s3a://)
+    exclude_packages: tuple[str, ...]  # groupId:artifactId left out of the resolution
     conf: Mapping[str, str]
 
 
@@ -115,19 +119,19 @@ class DemoConfig:
 
 @dataclass(frozen=True)
 class AppConfig:
-    workspace: Path
+    workspace: Location
     events: EventsConfig
-    quarantine_path: Path
+    quarantine_path: Location
     output: OutputConfig
     mlflow: MlflowConfig
     spark: SparkConfig
     precision_levels: Mapping[str, float]
     nightly: NightlyConfig
     demo: DemoConfig
-    segments_file: Path
-    sources: tuple[Path, ...]
+    segments_file: Location
+    sources: tuple[Path | Location, ...]  # the config files read, in merge order
 
-    def table_path(self, table: str) -> Path:
+    def table_path(self, table: str) -> Location:
         return self.output.root / table
 
 
@@ -143,11 +147,13 @@ def _deep_merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, A
     return merged
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path | Location | Traversable) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path) if isinstance(path, Location) else path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: config file not found") from exc
+    except LocationError as exc:
+        raise ConfigError(str(exc)) from exc
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
@@ -226,13 +232,50 @@ class _Section:
 
 
 def _expanded(value: str | os.PathLike[str]) -> Path:
-    """A configured path with `$VARIABLES` and `~` expanded, not yet anchored anywhere."""
+    """A configured local path with `$VARIABLES` and `~` expanded, not yet anchored anywhere."""
     return Path(os.path.expandvars(str(value))).expanduser()
 
 
-def _resolve(base: Path, value: str | os.PathLike[str]) -> Path:
+def _location(sec: _Section, key: str, base: Location) -> Location:
+    """A configured location (a path or a URI); a relative path is anchored at `base`."""
+    try:
+        return Location.parse(sec.get(key, str), base)
+    except LocationError as exc:
+        raise ConfigError(f"{sec.source}: '{sec._key(key)}': {exc}") from exc
+
+
+def _local_path(root: Path, value: str) -> Path:
+    """A setting that must be on this machine's disk (the JAR cache), anchored at `root`."""
     path = _expanded(value)
-    return path if path.is_absolute() else (base / path)
+    return path if path.is_absolute() else root / path
+
+
+def _coordinates(sec: _Section, key: str, parts: int) -> tuple[str, ...]:
+    """Maven coordinates: group:artifact:version (`parts` 3) or group:artifact (2), checked here so a
+    typo is a config error, not an Ivy stack trace."""
+    values = tuple(str(v).strip() for v in sec.get(key, list))
+    shape = "group:artifact:version" if parts == 3 else "group:artifact"
+    for value in values:
+        if len(value.split(":")) != parts or not all(value.split(":")):
+            raise ConfigError(f"{sec.source}: '{sec._key(key)}' entries must be {shape}, found {value!r}")
+    return values
+
+
+def _embedded_store(workspace: Location, source: str) -> str:
+    """The embedded SQLite tracking store under the workspace, which must then be on the local disk."""
+    if not workspace.is_local:
+        raise ConfigError(
+            f"{source}: workspace {workspace} is not on the local disk, so the embedded MLflow store "
+            "(SQLite) cannot live there: set 'mlflow.tracking_uri' (a tracking server or a database URL)"
+        )
+    return f"sqlite:///{(workspace.path / 'mlflow' / 'mlflow.db').as_posix()}"
+
+
+def _segments_location(top: _Section, default: str | None) -> Location:
+    try:
+        return segments_path(top.get("segments_file", str), default)
+    except LocationError as exc:
+        raise ConfigError(f"{top.source}: 'segments_file': {exc}") from exc
 
 
 def _parse_simple(sec: _Section, cls: type) -> Any:
@@ -241,7 +284,7 @@ def _parse_simple(sec: _Section, cls: type) -> Any:
     return cls(**{f.name: sec.get(f.name, hints[f.name]) for f in fields(cls)})
 
 
-def _parse_events(sec: _Section, workspace: Path) -> EventsConfig:
+def _parse_events(sec: _Section, workspace: Location) -> EventsConfig:
     columns = _parse_simple(sec.section("columns"), EventColumns)
     fmt = sec.get("format", str)
     if fmt not in ("delta", "parquet"):
@@ -250,7 +293,7 @@ def _parse_events(sec: _Section, workspace: Path) -> EventsConfig:
     if not 0.0 <= share <= 1.0:
         raise ConfigError(f"{sec.source}: 'events.max_rejected_share' must be in [0, 1], found {share}")
     return EventsConfig(
-        path=_resolve(workspace, sec.get("path", str)),
+        path=_location(sec, "path", workspace),
         format=fmt,
         columns=columns,
         source_timezone=sec.get("source_timezone", str),
@@ -281,11 +324,11 @@ def _parse_nightly(sec: _Section, source: str) -> NightlyConfig:
     return nightly
 
 
-def _parse_mlflow(ml: _Section, workspace: Path, source: str) -> MlflowConfig:
+def _parse_mlflow(ml: _Section, workspace: Location, source: str) -> MlflowConfig:
     tracking_uri = (
         ml.get("tracking_uri", str)
         or os.environ.get("MLFLOW_TRACKING_URI")
-        or f"sqlite:///{(workspace / 'mlflow' / 'mlflow.db').as_posix()}"
+        or _embedded_store(workspace, source)
     )
     on_unreachable = ml.get("on_unreachable", str)
     if on_unreachable not in ("fail", "score_with_last_champion"):
@@ -295,7 +338,7 @@ def _parse_mlflow(ml: _Section, workspace: Path, source: str) -> MlflowConfig:
         )
     return MlflowConfig(
         tracking_uri=tracking_uri,
-        artifact_location=_resolve(workspace, ml.get("artifact_location", str)),
+        artifact_location=_location(ml, "artifact_location", workspace),
         experiment_prefix=ml.get("experiment_prefix", str),
         on_unreachable=on_unreachable,
     )
@@ -311,12 +354,16 @@ def parse_config(data: Mapping[str, Any], source: str, root: Path | None = None,
     root = relative_root() if root is None else root
     check_known_keys(data, schema, source)
     top = _Section(source, "", data, schema)
-    workspace = _resolve(root, os.environ.get("SEGMENTS_WORKSPACE") or top.get("workspace", str))
+    workspace_value = os.environ.get("SEGMENTS_WORKSPACE") or top.get("workspace", str)
+    try:
+        workspace = Location.parse(workspace_value, Location.parse(root))
+    except LocationError as exc:
+        raise ConfigError(f"{source}: 'workspace': {exc}") from exc
     events = _parse_events(top.section("events"), workspace)
 
     out = top.section("output")
     output = OutputConfig(
-        root=_resolve(workspace, out.get("root", str)),
+        root=_location(out, "root", workspace),
         catalog_database=out.get("catalog_database", str),
     )
 
@@ -327,22 +374,24 @@ def parse_config(data: Mapping[str, Any], source: str, root: Path | None = None,
         master=sp.get("master", str),
         app_name=sp.get("app_name", str),
         delta_package=sp.get("delta_package", str),
-        jars_cache_dir=_resolve(root, sp.get("jars_cache_dir", str)),
+        jars_cache_dir=_local_path(root, sp.get("jars_cache_dir", str)),
         delta_jars=tuple(str(j) for j in sp.get("delta_jars", list)),
+        extra_packages=_coordinates(sp, "extra_packages", 3),
+        exclude_packages=_coordinates(sp, "exclude_packages", 2),
         conf={str(k): str(v) for k, v in sp.get("conf", dict).items()},
     )
 
     return AppConfig(
         workspace=workspace,
         events=events,
-        quarantine_path=_resolve(workspace, top.get("quarantine_path", str)),
+        quarantine_path=_location(top, "quarantine_path", workspace),
         output=output,
         mlflow=mlflow_cfg,
         spark=spark_cfg,
         precision_levels=_parse_levels(top.section("precision_levels")),
         nightly=_parse_nightly(top.section("nightly"), source),
         demo=_parse_simple(top.section("demo"), DemoConfig),
-        segments_file=segments_path(top.get("segments_file", str), schema.get("segments_file")),
+        segments_file=_segments_location(top, schema.get("segments_file")),
         sources=(),
     )
 
@@ -391,9 +440,16 @@ def relative_root() -> Path:
     return source_checkout() or Path.cwd()
 
 
-def find_overlay(overlay: str | os.PathLike[str]) -> Path | Traversable:
-    """An overlay file: a path (absolute or relative to the current directory) first; a bare name such as
-    `local` or `cluster.yaml` is then `./conf/<name>.yaml` in the current directory, else the shipped one."""
+def find_overlay(overlay: str | os.PathLike[str]) -> Path | Location | Traversable:
+    """An overlay file: a URI (`s3a://...`, read with pyarrow.fs) or a path (absolute or relative to the
+    current directory) first; a bare name such as `local` or `cluster.yaml` is then
+    `./conf/<name>.yaml` in the current directory, else the shipped one."""
+    location = Location.parse(overlay)
+    if not location.is_local:
+        if not is_file(location):
+            raise ConfigError(f"{location}: config overlay not found (or not readable with the "
+                              "environment's object-store credentials)")
+        return location
     path = _expanded(overlay)
     if path.is_file():
         return path
@@ -412,18 +468,19 @@ def find_overlay(overlay: str | os.PathLike[str]) -> Path | Traversable:
                       f"conf/{name} exists (shipped overlays: {', '.join(names)})")
 
 
-def segments_path(value: str, default: str | None) -> Path:
-    """`segments_file`: absolute as is; relative, against the current directory (where spark-submit
-    --files puts a shipped file) and, for base.yaml's default, the shipped conf/segments.yaml otherwise."""
+def segments_path(value: str, default: str | None) -> Location:
+    """`segments_file`: a URI or an absolute path as is; a relative path against the current directory
+    (where spark-submit --files puts a shipped file) and, for base.yaml's default, the shipped
+    conf/segments.yaml otherwise."""
+    location = Location.parse(value, Location.parse(Path.cwd()))
+    if not location.is_local or _expanded(value).is_absolute():
+        return location
     path = _expanded(value)
-    if path.is_absolute():
-        return path
-    here = Path.cwd() / path
-    if not here.is_file() and value == default and path.parent == Path("conf"):
+    if not location.path.is_file() and value == default and path.parent == Path("conf"):
         shipped = _conf_file(path.name)
         if shipped.is_file():
-            return shipped_path(path.name)
-    return here
+            return Location.parse(shipped_path(path.name))
+    return location
 
 
 def segments_file_override(path: str | os.PathLike[str] | None) -> dict[str, str] | None:
@@ -451,7 +508,7 @@ def load_config(overlay: str | Path | None = None, overrides: Mapping[str, Any] 
         data = _deep_merge(data, overrides)
     source = " + ".join(p.name for p in sources)
     cfg = parse_config(data, source, schema=schema)
-    return replace(cfg, sources=tuple(Path(str(p)) for p in sources))
+    return replace(cfg, sources=tuple(p if isinstance(p, Location) else Path(str(p)) for p in sources))
 
 
 # ---------------------------------------------------------------------------------------------------

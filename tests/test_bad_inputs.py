@@ -165,8 +165,8 @@ def test_missing_events_table_exits_2_naming_the_path(spark, tmp_path: Path, cap
 
 def test_events_path_that_is_a_plain_file_exits_2_naming_the_path(spark, tmp_path: Path, caplog) -> None:
     cfg = job_config(tmp_path)
-    cfg.events.path.parent.mkdir(parents=True)
-    cfg.events.path.write_text("not a table")
+    cfg.events.path.path.parent.mkdir(parents=True)
+    cfg.events.path.path.write_text("not a table")
     run_expecting(cfg, caplog, 2, f"no Delta table at {cfg.events.path}")
 
 
@@ -174,7 +174,7 @@ def test_empty_events_table_exits_2(spark, tmp_path: Path, caplog) -> None:
     cfg = job_config(tmp_path)
     write_events(spark, cfg, [])
     run_expecting(cfg, caplog, 2, f"events table at {cfg.events.path} has no valid events")
-    assert not (cfg.output.root / "segment_membership").exists()
+    assert not (cfg.output.root.path / "segment_membership").exists()
 
 
 def test_renamed_column_exits_2_naming_the_missing_column(spark, tmp_path: Path, caplog) -> None:
@@ -197,7 +197,7 @@ def test_mostly_unparseable_times_stop_the_job_with_counts_per_reason(spark, tmp
     write_events(spark, cfg, [("u1", "Open App", "2026-05-30 10:00:00", None), ("u2", "Open App", "soon", None)],
                  schema="user_id string, event_name string, event_time string, event_value double")
     run_expecting(cfg, caplog, 2, "null_event_time")
-    assert not (cfg.output.root / "segment_membership").exists()
+    assert not (cfg.output.root.path / "segment_membership").exists()
 
 
 def test_unknown_event_in_the_config_exits_2_with_the_closest_name(spark, tmp_path: Path, caplog) -> None:
@@ -213,7 +213,7 @@ def test_output_location_under_a_regular_file_exits_2_naming_it(spark, tmp_path:
     segments_file.write_text(SEGMENTS % "Purchase Completed")
     cfg = make_config(tmp_path / "ws", segments_file=str(segments_file), output={"root": str(blocker / "tables")})
     write_events(spark, cfg, GOOD_ROWS)
-    run_expecting(cfg, caplog, 2, f"output location {blocker / 'tables'} (output.root in config) cannot be created")
+    run_expecting(cfg, caplog, 2, f"location {blocker / 'tables'} (output.root in config) cannot be created")
 
 
 SPREAD_ROWS = [("u1", "Open App", T - 60 * DAY, None), ("u1", "Purchase Completed", T - 2 * DAY, 12.5),
@@ -226,7 +226,7 @@ def test_run_date_before_the_history_ends_with_a_status_not_a_crash(spark, tmp_p
     early = date(2020, 1, 1)
     with caplog.at_level(logging.INFO):
         code = run_job(cfg, [early], None, "auto")
-    (run,) = spark.read.format("delta").load(str(cfg.output.root / "segment_runs")).collect()
+    (run,) = spark.read.format("delta").load(str(cfg.output.root.path / "segment_runs")).collect()
     assert (code, run.run_date, run.status, run.eligible_count) == (0, early, "skipped", 0), run.reason
     assert run.reason == "run date 2020-01-01 is before the events' history (first event 2026-04-02 00:00 UTC)"
     assert "Traceback" not in caplog.text

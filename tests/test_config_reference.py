@@ -248,15 +248,18 @@ def test_an_unknown_overlay_name_lists_the_shipped_ones(tmp_path: Path, monkeypa
 def test_segments_file_is_relative_to_the_current_directory_then_the_shipped_default(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    assert load_config(None).segments_file == SHIPPED_CONF / "segments.yaml"
+    assert load_config(None).segments_file.path == SHIPPED_CONF / "segments.yaml"
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "segments.yaml").write_text("segments: []\n")
-    assert load_config(None).segments_file == tmp_path / "conf" / "segments.yaml"
+    assert load_config(None).segments_file.path == tmp_path / "conf" / "segments.yaml"
     # --segments-file (both jobs) and segments_file in an overlay: relative to the current directory
-    assert load_config(None, overrides=config.segments_file_override("mine.yaml")).segments_file == (
+    assert load_config(None, overrides=config.segments_file_override("mine.yaml")).segments_file.path == (
         tmp_path / "mine.yaml")
-    assert load_config(None, overrides=config.segments_file_override("/abs/s.yaml")).segments_file == (
+    assert load_config(None, overrides=config.segments_file_override("/abs/s.yaml")).segments_file.path == (
         Path("/abs/s.yaml"))
+    # a URI stays a URI (it was once collapsed into <cwd>/s3a:/lake/...)
+    assert str(load_config(None, overrides=config.segments_file_override("s3a://lake/conf/s.yaml")).segments_file) == (
+        "s3a://lake/conf/s.yaml")
     assert config.segments_file_override(None) is None
 
 
@@ -265,7 +268,7 @@ def test_workspace_resolves_against_the_project_folder_of_a_checkout(
     monkeypatch.delenv("SEGMENTS_WORKSPACE", raising=False)
     monkeypatch.chdir(tmp_path)
     assert config.source_checkout() == PROJECT_ROOT
-    assert load_config(None).workspace == PROJECT_ROOT / "workspace"
+    assert load_config(None).workspace.path == PROJECT_ROOT / "workspace"
 
 
 def test_both_jobs_take_segments_file_with_the_same_rules() -> None:

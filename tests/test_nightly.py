@@ -78,7 +78,7 @@ def test_rerun_of_the_same_night_gives_identical_tables(spark, night: AppConfig)
         rows = _membership(spark, night).orderBy("segment", "user_id").collect()
         return [tuple(r) for r in rows]
 
-    with restored_afterwards(spark, night.workspace):
+    with restored_afterwards(spark, night.workspace.path):
         before = snapshot()
         version_before = tables.delta_version(spark, tables.output_path(night, tables.SEGMENT_MEMBERSHIP))
         assert run_job(night, [RUN_DATE], None, "auto") == 0
@@ -229,7 +229,7 @@ def test_stability_and_drift_are_recorded(spark, night: AppConfig) -> None:
 
 def test_a_failing_segment_does_not_stop_the_others(spark, night: AppConfig) -> None:
     """It leaves a failed row for the final night behind, so it runs on the workspace restored afterwards."""
-    with restored_afterwards(spark, night.workspace):
+    with restored_afterwards(spark, night.workspace.path):
         _fail_one_segment_and_check_the_other(spark, night)
 
 

@@ -68,12 +68,12 @@ def workspace(spark, tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     overlay = root / "overlay.yaml"
     overlay.write_text(yaml.safe_dump(overlay_for(root / "ws", segments_file)))
     cfg = load_config(str(overlay))
-    assert not cfg.output.root.exists()
+    assert not cfg.output.root.path.exists()
     events = generate_events(users=500, days=60, end_date=EVENTS_END, seed=11)
     (spark.createDataFrame(events.to_pandas()).write.format("delta").mode("overwrite")
      .partitionBy("event_date").save(str(cfg.events.path)))
     assert run_job(cfg, [FIRST_NIGHT], None, "auto") == 0
-    assert cfg.output.root.is_dir()
+    assert cfg.output.root.path.is_dir()
     clean_copy = snapshot(root / "ws", root / "clean_copy")
     return Workspace(cfg, overlay, clean_copy)
 
@@ -84,7 +84,7 @@ def _from_the_clean_first_night(request: pytest.FixtureRequest) -> None:
     if "workspace" not in request.fixturenames:
         return
     workspace: Workspace = request.getfixturevalue("workspace")
-    restore(request.getfixturevalue("spark"), workspace.cfg.workspace, workspace.clean_copy)
+    restore(request.getfixturevalue("spark"), workspace.cfg.workspace.path, workspace.clean_copy)
 
 
 def job_command(overlay: Path, run_date: date, *extra: str) -> list[str]:
@@ -271,7 +271,7 @@ def test_unreachable_tracking_store_fails_fast_without_writing_membership(tmp_pa
     assert "MLflow tracking store is unreachable at http://analyst:***@127.0.0.1" in caplog.text
     assert "no membership was written" in caplog.text
     assert "s3cr3t-pw" not in caplog.text + "".join(capsys.readouterr())
-    assert not cfg.output.root.exists()
+    assert not cfg.output.root.path.exists()
 
 
 def test_score_with_last_champion_is_refused_clearly_when_the_store_is_unreachable(tmp_path: Path, caplog) -> None:
@@ -280,4 +280,4 @@ def test_score_with_last_champion_is_refused_clearly_when_the_store_is_unreachab
                                                   "on_unreachable": "score_with_last_champion"}})
     assert run_job(cfg, [FIRST_NIGHT], None, "auto") == 2
     assert "on_unreachable: score_with_last_champion is not supported" in caplog.text
-    assert not cfg.output.root.exists()
+    assert not cfg.output.root.path.exists()

@@ -55,15 +55,15 @@ def test_output_path_refuses_names_that_leave_the_output_location(app_config, na
 
 
 def test_output_path_keeps_ordinary_names_inside_the_root(app_config) -> None:
-    assert tables.output_path(app_config, "segment_membership") == (
-        app_config.output.root.resolve() / "segment_membership")
+    assert tables.output_path(app_config, "segment_membership").path == (
+        app_config.output.root.path.resolve() / "segment_membership")
 
 
 def test_write_output_with_an_escaping_name_writes_nothing(spark, app_config) -> None:
     frame = spark.createDataFrame([("x", RUN_DATE)], "segment string, run_date date")
     with pytest.raises(tables.UnsafePathError):
         tables.write_output(frame, app_config, "../escaped", {"segment": "x", "run_date": RUN_DATE})
-    assert not (app_config.output.root.parent / "escaped").exists()
+    assert not (app_config.output.root.path.parent / "escaped").exists()
 
 
 @pytest.mark.slow

@@ -41,7 +41,7 @@ from segments_lib.language.dry_run import EventsHistory, check_segment, format_r
 from segments_lib.language.eligibility import as_utc
 from segments_lib.language.segment_config import SegmentConfigError, load_segments
 from segments_lib.progress import StageTimer
-from segments_lib.store import tables
+from segments_lib.store import filesystem, tables
 from segments_lib.store.session import build_session
 from segments_lib.store.store_check import mask_uri, tracking_store_refusal
 from segments_lib.store.tracking import configure_mlflow
@@ -54,12 +54,18 @@ class JobError(RuntimeError):
 
 
 def read_source_events(spark: SparkSession, cfg: AppConfig) -> tuple[DataFrame, int | None]:
+    """The configured events source and its Delta version (None for Parquet); a missing or unreachable
+    location is a JobError naming events.path."""
     path = tables.events_path(cfg)
+    try:
+        found = filesystem.exists(spark, path, "events.path")
+    except filesystem.StorageError as exc:
+        raise JobError(str(exc)) from exc
     if cfg.events.format == "parquet":
-        if not path.exists():
+        if not found:
             raise JobError(f"events table not found: no Parquet data at {path} (events.path in config)")
         return spark.read.parquet(str(path)), None
-    if not tables.is_delta_table(spark, path):
+    if not found or not tables.is_delta_table(spark, path):
         raise JobError(
             f"events table not found: no Delta table at {path} (events.path in config). "
             "Generate demo data with `python -m jobs.generate_demo_events` or point events.path at your table."
@@ -196,7 +202,7 @@ def run_job(cfg: AppConfig, dates: Sequence[date], segment_names: str | None, re
     uri = configure_mlflow(cfg.mlflow)
     try:
         if not check_only:  # an unwritable output location fails now, not after a night of training
-            tables.ensure_output_root(cfg)
+            tables.ensure_output_root(spark, cfg)
         with job_timer.stage("events"):
             prepared = prepare_events(spark, cfg, max(dates))
         segments = select_segments(

@@ -34,6 +34,7 @@ from segments_lib.language.definitions import (
     format_duration,
     parse_duration,
 )
+from segments_lib.locations import Location, LocationError
 
 SEGMENT_NAME = re.compile(r"^[a-z0-9_]+$")
 
@@ -441,7 +442,7 @@ def parse_segments(
 
 
 def load_segments(
-    path: Path,
+    path: Path | Location,
     levels: Mapping[str, float],
     known_events: Collection[str] | None = None,
     history: tuple[datetime, datetime] | None = None,
@@ -452,10 +453,11 @@ def load_segments(
     `history` (first and last event time) rejects windows longer than the data.
     """
     try:
-        data = read_yaml(Path(path))
-    except ConfigError as exc:
+        location = Location.parse(path)
+        data = read_yaml(location)
+    except (ConfigError, LocationError) as exc:
         raise SegmentConfigError(str(exc)) from exc
-    return parse_segments(data, Path(path).name, levels, known_events, history)
+    return parse_segments(data, location.name, levels, known_events, history)
 
 
 __all__ = ["ACCEPTED_KEYS", "SegmentConfigError", "load_segments", "parse_segments"]

@@ -11,6 +11,7 @@ for `spark-submit`.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
 import re
@@ -84,8 +85,16 @@ def check_java(min_major: int = MIN_JAVA) -> int:
     return major
 
 
+def packages(cfg: SparkConfig) -> list[str]:
+    """Every Maven package the session needs: Delta, then `spark.extra_packages` (e.g. the S3A connector)."""
+    return [cfg.delta_package, *cfg.extra_packages]
+
+
 def _manifest_path(cfg: SparkConfig) -> Path:
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", cfg.delta_package)
+    if cfg.extra_packages or cfg.exclude_packages:  # another set of JARs: its own manifest
+        digest = hashlib.sha256("|".join([*packages(cfg), "-", *cfg.exclude_packages]).encode()).hexdigest()
+        safe = f"{safe}+{digest[:12]}"
     return cfg.jars_cache_dir.expanduser() / f"{safe}.jars.txt"
 
 
@@ -114,17 +123,29 @@ def _write_manifest(cfg: SparkConfig, jars: list[str]) -> None:
     tmp.replace(manifest)  # atomic: a concurrent reader never sees half a list
 
 
+def _pom(cfg: SparkConfig) -> str:
+    """A throwaway POM depending on every package, each with the configured exclusions."""
+    exclusions = "".join(
+        f"<exclusion><groupId>{g}</groupId><artifactId>{a}</artifactId></exclusion>"
+        for g, a in (e.split(":") for e in cfg.exclude_packages)
+    )
+    dependencies = "".join(
+        f"<dependency><groupId>{g}</groupId><artifactId>{a}</artifactId><version>{v}</version>"
+        f"<exclusions>{exclusions}</exclusions></dependency>"
+        for g, a, v in (p.split(":") for p in packages(cfg))
+    )
+    return ('<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
+            "<groupId>local</groupId><artifactId>segments-jars</artifactId><version>1</version>"
+            f"<dependencies>{dependencies}</dependencies></project>")
+
+
 def resolve_with_maven(cfg: SparkConfig) -> list[str]:
-    """Fetch the Delta package and its runtime dependencies with Maven into the JAR cache."""
-    group, artifact, version = cfg.delta_package.split(":")
-    dest = cfg.jars_cache_dir.expanduser() / "maven"
+    """Fetch the packages and their runtime dependencies with Maven into the JAR cache."""
+    dest = _manifest_path(cfg).with_suffix("").with_suffix(".maven")
     dest.mkdir(parents=True, exist_ok=True)
-    pom = f"""<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>
-<groupId>local</groupId><artifactId>delta-jars</artifactId><version>1</version>
-<dependencies><dependency><groupId>{group}</groupId><artifactId>{artifact}</artifactId>
-<version>{version}</version></dependency></dependencies></project>"""
-    fix = (f"check spark.delta_package ({cfg.delta_package}) and access to Maven Central, or list "
-           "pre-downloaded JARs in spark.delta_jars")
+    pom = _pom(cfg)
+    fix = (f"check spark.delta_package ({cfg.delta_package}), spark.extra_packages and access to Maven "
+           "Central, or list pre-downloaded JARs in spark.delta_jars")
     mvn = shutil.which("mvn")
     if mvn is None:
         raise EnvironmentProblem(f"could not resolve {cfg.delta_package}: Ivy failed and Maven (mvn) is not "
@@ -198,7 +219,9 @@ def build_session(cfg: SparkConfig, app_name: str | None = None):  # -> SparkSes
         if jars:
             jar_conf["spark.jars"] = ",".join(jars)
         else:
-            jar_conf["spark.jars.packages"] = cfg.delta_package
+            jar_conf["spark.jars.packages"] = ",".join(packages(cfg))
+            if cfg.exclude_packages:
+                jar_conf["spark.jars.excludes"] = ",".join(cfg.exclude_packages)
             jar_conf["spark.jars.ivy"] = str(cfg.jars_cache_dir.expanduser() / "ivy")
 
     def create(extra: dict[str, str]):
@@ -213,7 +236,7 @@ def build_session(cfg: SparkConfig, app_name: str | None = None):  # -> SparkSes
     except PySparkRuntimeError:
         if "spark.jars.packages" not in jar_conf:
             raise
-        log.warning("Ivy could not resolve %s; trying Maven", cfg.delta_package)
+        log.warning("Ivy could not resolve %s; trying Maven", ", ".join(packages(cfg)))
         spark = create({"spark.jars": ",".join(resolve_with_maven(cfg))})
 
     if "spark.jars.packages" in jar_conf:

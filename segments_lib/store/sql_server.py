@@ -42,12 +42,12 @@ class SqlServerSettings:
 
 
 def metastore_dir(cfg: AppConfig) -> Path:
-    return cfg.workspace / "metastore_db"
+    return cfg.workspace.path / "metastore_db"
 
 
 def catalog_conf(cfg: AppConfig) -> dict[str, str]:
     """Spark settings for a persistent Hive catalog: embedded Derby under the workspace unless overridden."""
-    workspace = cfg.workspace.resolve()
+    workspace = cfg.workspace.path.resolve()  # embedded Derby: the workspace must be on the local disk
     defaults = {
         "spark.sql.catalogImplementation": "hive",
         "spark.sql.warehouse.dir": str(workspace / "warehouse"),

@@ -8,11 +8,9 @@ Concurrent writers to disjoint partitions are retried on Delta's optimistic-conc
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
-from pathlib import Path
 
 import pyarrow as pa
 from delta.tables import DeltaTable
@@ -20,6 +18,8 @@ from deltalake import write_deltalake
 from pyspark.sql import DataFrame, SparkSession
 
 from segments_lib.config import AppConfig
+from segments_lib.locations import Location
+from segments_lib.store import filesystem
 
 log = logging.getLogger(__name__)
 
@@ -43,41 +43,38 @@ class UnsafePathError(ValueError):
     """A name would place a table outside the configured output location."""
 
 
-def output_path(cfg: AppConfig, table: str) -> Path:
-    """Location of an output table, refusing names that escape the output root (e.g. '../x')."""
-    root = cfg.output.root.resolve()
-    candidate = (root / table).resolve()
-    if table in ("", ".") or root not in candidate.parents:
-        raise UnsafePathError(f"table name {table!r} would write outside the output location {root}")
-    return candidate
-
-
-def ensure_output_root(cfg: AppConfig) -> Path:
-    """Create the output location if it is missing; one that cannot hold tables is a TableError naming it."""
+def output_path(cfg: AppConfig, table: str) -> Location:
+    """Location of an output table, refusing names that escape the output root (e.g. '../x'), on the
+    local disk (symlinks followed) and in an object store alike."""
     root = cfg.output.root
+    candidate = root / table
+    if table in ("", ".") or not root.contains(candidate):
+        raise UnsafePathError(f"table name {table!r} would write outside the output location {root}")
+    return Location.parse(candidate.path.resolve()) if candidate.is_local else candidate
+
+
+def ensure_output_root(spark: SparkSession, cfg: AppConfig) -> Location:
+    """Create the output location if it is missing; one that cannot hold tables is a TableError naming it."""
     try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TableError(f"output location {root} (output.root in config) cannot be created: {exc}") from exc
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise TableError(f"output location {root} (output.root in config) is not writable by this user")
-    return root
+        filesystem.ensure_writable_directory(spark, cfg.output.root, "output.root")
+    except filesystem.StorageError as exc:
+        raise TableError(str(exc)) from exc
+    return cfg.output.root
 
 
-def quarantine_path(cfg: AppConfig) -> Path:
+def quarantine_path(cfg: AppConfig) -> Location:
     return cfg.quarantine_path
 
 
-def events_path(cfg: AppConfig) -> Path:
+def events_path(cfg: AppConfig) -> Location:
     return cfg.events.path
 
 
-def is_delta_table(spark: SparkSession, path: Path | str) -> bool:
-
+def is_delta_table(spark: SparkSession, path: Location | str) -> bool:
     return DeltaTable.isDeltaTable(spark, str(path))
 
 
-def read_delta(spark: SparkSession, path: Path | str, version: int | None = None) -> DataFrame:
+def read_delta(spark: SparkSession, path: Location | str, version: int | None = None) -> DataFrame:
     if not is_delta_table(spark, path):
         raise TableError(f"no Delta table at {path}")
     reader = spark.read.format("delta")
@@ -86,7 +83,7 @@ def read_delta(spark: SparkSession, path: Path | str, version: int | None = None
     return reader.load(str(path))
 
 
-def delta_version(spark: SparkSession, path: Path | str) -> int | None:
+def delta_version(spark: SparkSession, path: Location | str) -> int | None:
     """Latest committed version of a Delta table, or None when there is no table."""
     if not is_delta_table(spark, path):
         return None
@@ -140,7 +137,7 @@ def with_conflict_retry(action, what: str, attempts: int = 6, base_delay_s: floa
 
 def replace_partition(
     df: DataFrame,
-    path: Path | str,
+    path: Location | str,
     keys: Mapping[str, object],
     partition_by: Sequence[str] = (),
     properties: Mapping[str, str] | None = None,
@@ -178,7 +175,7 @@ def replace_partition(
         set_table_properties(spark, path, properties)
 
 
-def set_table_properties(spark: SparkSession, path: Path | str, properties: Mapping[str, str]) -> None:
+def set_table_properties(spark: SparkSession, path: Location | str, properties: Mapping[str, str]) -> None:
     current = {
         row["key"]: row["value"]
         for row in spark.sql(f"SHOW TBLPROPERTIES delta.`{path}`").collect()
@@ -192,7 +189,7 @@ def set_table_properties(spark: SparkSession, path: Path | str, properties: Mapp
         )
 
 
-def append(df: DataFrame, path: Path | str, partition_by: Sequence[str] = ()) -> None:
+def append(df: DataFrame, path: Location | str, partition_by: Sequence[str] = ()) -> None:
     writer = df.write.format("delta").mode("append")
     if partition_by:
         writer = writer.partitionBy(*partition_by)
@@ -206,7 +203,7 @@ def write_output(
     keys: Mapping[str, object],
     partition_by: Sequence[str] = (),
     description: str | None = None,
-) -> Path:
+) -> Location:
     """Replace one (segment, date) slice of an output table, keeping it readable by non-Spark readers."""
     path = output_path(cfg, table)
     replace_partition(df, path, keys, partition_by, READER_FRIENDLY_PROPERTIES, description)
@@ -258,8 +255,11 @@ def register_views(spark: SparkSession, cfg: AppConfig) -> list[str]:
 DEMO_GROUND_TRUTH = "demo_ground_truth"
 
 
-def write_arrow_delta(batches, path: Path | str, schema, partition_by: Sequence[str] = ()) -> None:
+def write_arrow_delta(batches, path: Location | str, schema, partition_by: Sequence[str] = ()) -> None:
     """Replace a whole Delta table with Arrow record batches, streamed, without Spark (delta-rs).
+
+    An object-store location takes its credentials and endpoint from the environment, as delta-rs does
+    (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP` for a plain-HTTP test server, ...).
 
     Used for generated data (the demo events and their ground truth): the overwrite makes a re-run
     with the same seed give the same table. `batches` is any iterable of `pyarrow.RecordBatch`.
@@ -267,13 +267,14 @@ def write_arrow_delta(batches, path: Path | str, schema, partition_by: Sequence[
 
     reader = pa.RecordBatchReader.from_batches(schema, iter(batches))
     try:
-        write_deltalake(str(path), reader, partition_by=list(partition_by) or None, mode="overwrite",
+        target = path.for_arrow() if isinstance(path, Location) else str(path)
+        write_deltalake(target, reader, partition_by=list(partition_by) or None, mode="overwrite",
                         schema_mode="overwrite")
     except OSError as exc:
         raise TableError(f"cannot write Delta table at {path}: {exc}") from exc
 
 
-def overwrite_table(df: DataFrame, path: Path | str, partition_by: Sequence[str] = ()) -> None:
+def overwrite_table(df: DataFrame, path: Location | str, partition_by: Sequence[str] = ()) -> None:
     """Replace a whole Delta table (data and schema) in one commit: a re-run gives the same table."""
     writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
     if partition_by:

@@ -34,7 +34,8 @@ def configure_mlflow(cfg: MlflowConfig) -> str:
     """Point MLflow at the configured store; for the embedded store, create its folders. Returns the URI."""
     if cfg.tracking_uri.startswith("sqlite:///"):
         Path(cfg.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    cfg.artifact_location.mkdir(parents=True, exist_ok=True)
+    if cfg.artifact_location.is_local:  # an object-store artifact root needs no folder made in advance
+        cfg.artifact_location.path.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(cfg.tracking_uri)
     mlflow.set_registry_uri(cfg.tracking_uri)
     return cfg.tracking_uri
@@ -51,17 +52,18 @@ def registered_model_name(cfg: MlflowConfig, segment: str) -> str:
 def ensure_experiment(cfg: MlflowConfig, segment: str) -> str:
     """Experiment id for a segment, created if new.
 
-    With the embedded store, artifacts go under the configured local folder; a tracking server keeps
-    its own artifact root (a local path there would land on the client's disk, not the server's).
+    Artifacts go under `mlflow.artifact_location`: a local folder, or an object store such as
+    `s3a://bucket/mlflow` (MLflow spells it `s3://` and uploads with boto3, credentials from the
+    environment). With a tracking server a local folder is left out, so the server's own artifact root
+    applies: a local path there would land on the client's disk, not the server's.
     """
-
     name = experiment_name(cfg, segment)
     existing = mlflow.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
-    if cfg.tracking_uri.startswith(("http://", "https://", "databricks")):
+    if cfg.tracking_uri.startswith(("http://", "https://", "databricks")) and cfg.artifact_location.is_local:
         return mlflow.create_experiment(name)
-    location = (cfg.artifact_location / segment).resolve().as_uri()
+    location = (cfg.artifact_location / segment).for_mlflow()
     return mlflow.create_experiment(name, artifact_location=location)
 
 
