@@ -23,6 +23,8 @@ from segments_lib.promise.calibration import (
     counts_at,
     expected_sizes,
     fit_calibrator,
+    interpolated_isotonic,
+    isotonic_knots,
     member_flag,
     precision_lower_bound,
     precision_tier,
@@ -283,8 +285,11 @@ def test_calibrator_is_fitted_on_one_fold_is_monotone_and_lowers_brier(spark) ->
     calibration_fold, threshold_fold = split_folds(holdout, seed=7)
     calibration_raw = {r.raw_score for r in calibration_fold.collect()}
     threshold_rows = result.threshold_fold.select("user_id", "raw_score", "score", "label").collect()
-    # No leakage: every isotonic boundary is a raw score from the calibration fold.
-    assert set(result.calibrator.boundaries.toArray()) <= calibration_raw
+    # No leakage: every isotonic boundary is a raw score from the calibration fold, and every knot of
+    # the interpolated map is the centre of two of them.
+    boundaries = result.isotonic.boundaries.toArray().tolist()
+    assert set(boundaries) <= calibration_raw
+    assert all(min(boundaries) <= x <= max(boundaries) for x, _ in result.knots)
     assert {r.user_id for r in threshold_rows} == {r.user_id for r in threshold_fold.collect()}
     assert result.calibration_rows + result.threshold_rows == 48
 
@@ -297,7 +302,8 @@ def test_calibrator_is_fitted_on_one_fold_is_monotone_and_lowers_brier(spark) ->
 
     grid = spark.createDataFrame([(x / 20,) for x in range(21)], "raw_score double")
     mapped = [r.score for r in PipelineModel(stages=[result.calibrator]).transform(grid).orderBy("raw_score").collect()]
-    assert all(a <= b for a, b in itertools.pairwise(mapped)) and mapped[0] >= 0.0 and mapped[-1] <= 1.0
+    # Strictly increasing now (interpolation plus the raw-score tie-break), and still a probability.
+    assert all(a < b for a, b in itertools.pairwise(mapped)) and mapped[0] >= 0.0 and mapped[-1] <= 1.0
 
     kinds = set(result.reliability["kind"])
     assert kinds == {"raw", "calibrated"}
@@ -351,3 +357,41 @@ def test_evidence_is_counted_at_the_production_threshold_on_the_evidence_half() 
     # What was chosen stays as chosen: only the evidence is attached.
     assert choices["low"].threshold == 0.4 and choices["low"].holdout_members == 30
     assert with_evidence(choices, evidence_table.iloc[0:0])["low"].promise_members == 0
+
+
+def test_isotonic_knots_are_the_centres_of_the_constant_blocks() -> None:
+    # Blocks: {0.1, 0.2} -> 0, {0.3} -> 0.5, {0.5, 0.6} -> 1; centres 0.15, 0.3 and 0.55.
+    knots = isotonic_knots([0.1, 0.2, 0.3, 0.5, 0.6], [0.0, 0.0, 0.5, 1.0, 1.0])
+    assert [x for x, _ in knots] == pytest.approx([0.15, 0.3, 0.55]) and [y for _, y in knots] == [0.0, 0.5, 1.0]
+    assert isotonic_knots([0.4], [0.25]) == ((0.4, 0.25),)
+
+
+def test_interpolated_isotonic_is_linear_between_knots_flat_beyond_and_ties_broken_by_the_raw_score(spark) -> None:
+    rows = [(0.1,), (0.2,), (0.4,), (0.6,), (0.9,), (None,)]
+    raw = spark.createDataFrame(rows, "raw_score double")
+    knots = [(0.2, 0.1), (0.6, 0.5)]
+
+    def mapped(tie_break: float) -> list[float | None]:
+        out = interpolated_isotonic(knots, tie_break=tie_break).transform(raw)
+        return [r.score for r in out.orderBy(F.col("raw_score").asc_nulls_last()).collect()]
+
+    # No tie-break: 0.1 below the first knot -> 0.1; 0.4 halfway from (0.2, 0.1) to (0.6, 0.5) -> 0.3;
+    # 0.9 beyond the last knot -> 0.5; a null raw score stays null.
+    assert mapped(0.0)[:5] == pytest.approx([0.1, 0.1, 0.3, 0.5, 0.5]) and mapped(0.0)[5] is None
+    # With eps = 0.01: (1 - eps) f + eps raw: 0.099 + 0.001, 0.099 + 0.002, 0.297 + 0.004, 0.495 + 0.006, 0.495 + 0.009.
+    assert mapped(0.01)[:5] == pytest.approx([0.100, 0.101, 0.301, 0.501, 0.504])
+    with pytest.raises(ValueError, match="strictly increasing"):
+        interpolated_isotonic([(0.2, 0.1), (0.2, 0.3)])
+
+
+def test_the_calibrated_score_keeps_every_distinction_of_the_raw_score(spark) -> None:
+    # 2,000 users with distinct raw scores i / 2000; the positive rate climbs in four steps, so the
+    # isotonic fit alone has only a handful of distinct values. The calibrated score must have as many
+    # distinct values as the raw score on the threshold fold, in the same order (so the same AUC).
+    rows = [(f"u{i}", i / 2000, 1 if (i * 7919) % 100 < 10 + 20 * (i // 500) else 0) for i in range(2000)]
+    holdout = spark.createDataFrame(rows, "user_id string, raw_score double, label int")
+    result = fit_calibrator(holdout, seed=3)
+    fold = result.threshold_fold.select("raw_score", "score").toPandas().sort_values("raw_score")
+    assert fold["score"].nunique() == fold["raw_score"].nunique() == result.threshold_rows
+    assert fold["score"].is_monotonic_increasing and fold["score"].diff().dropna().gt(0).all()
+    assert result.isotonic.predictions.toArray().size < 2000  # the step function alone ties users

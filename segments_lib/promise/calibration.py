@@ -1,7 +1,9 @@
 """Precision levels: calibrated probabilities, the held-out precision/size curve and one threshold per level.
 
 The held-out calibration snapshot is split by a hash of `user_id` into two folds (see `split_folds`):
-the *calibration fold* fits the isotonic map `raw_score -> score`; the *threshold fold* is scored with
+the *calibration fold* fits the isotonic map `raw_score -> score`, made strictly increasing by
+interpolating between its steps and a tiny raw-score tie-break (`interpolated_isotonic`), so the score
+keeps every distinction the model's ranking makes; the *threshold fold* is scored with
 that map and is the only evidence for the curve, the thresholds and their promise. A second hash splits
 the threshold fold (`split_threshold_fold`): the *choice half* picks each level's threshold and its
 Clopper–Pearson bound, the *evidence half* counts members and true positives at that same threshold
@@ -13,12 +15,14 @@ Everything proportional to rows runs in Spark; the driver only sees one row per 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
+from pyspark.ml.feature import SQLTransformer
 from pyspark.ml.regression import IsotonicRegression, IsotonicRegressionModel
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -30,6 +34,11 @@ CALIBRATION_FOLD = 0
 THRESHOLD_FOLD = 1
 RELIABILITY_BINS = 10
 CURVE_COLUMNS = ["threshold", "members", "true_positives", "precision", "precision_lower", "recall"]
+# Weight of the raw score in `score = (1 − ε) · interpolated isotonic + ε · raw`. Where the interpolation
+# is flat (below the first and above the last isotonic block) users would tie; ε · raw orders them as
+# the model does. 1e-6 moves a probability by at most 1e-6 and still resolves raw scores 1e-9 apart
+# (a double near 0.05 resolves 1e-17).
+TIE_BREAK = 1e-6
 
 
 @dataclass(frozen=True)
@@ -62,20 +71,23 @@ class ThresholdChoice:
 class CalibrationResult:
     """A fitted `raw_score -> score` map and the evidence needed to judge and log it.
 
-    `calibrator` is a Spark Transformer (reads `raw_score`, adds `score`); append it to the model's
+    `calibrator` is a Spark Transformer (a `SQLTransformer`: reads `raw_score`, adds `score`, strictly
+    increasing in `raw_score`; any Spark can load it, no Python class needed); append it to the model's
     PipelineModel stages so the logged model emits calibrated probabilities. `threshold_fold` is the
     held-out half the calibrator never saw, already scored: pass it to `threshold_curve` and
     `choose_thresholds`. Brier scores are measured on that fold. `reliability` has one row per
     (kind, bin) with kind in {"raw", "calibrated"}: `bin`, `mean_predicted`, `observed_rate`, `rows`.
     """
 
-    calibrator: IsotonicRegressionModel
+    calibrator: SQLTransformer
     threshold_fold: DataFrame
     brier_before: float
     brier_after: float
     calibration_rows: int
     threshold_rows: int
     reliability: pd.DataFrame
+    isotonic: IsotonicRegressionModel  # the step function the calibrator interpolates (its knots' source)
+    knots: tuple[tuple[float, float], ...]  # (raw score, probability) block centres, strictly increasing
 
 
 def _require_columns(df: DataFrame, columns: Sequence[str], what: str) -> None:
@@ -151,11 +163,62 @@ def _reliability(scored: DataFrame, raw_col: str, n_bins: int) -> pd.DataFrame:
     return table.sort_values(["kind", "bin"], ignore_index=True)
 
 
+def isotonic_knots(boundaries: Sequence[float], predictions: Sequence[float]) -> tuple[tuple[float, float], ...]:
+    """(x, y) knots of the centred isotonic map: one per block of the step function, at its centre.
+
+    Spark's isotonic model keeps the first and last raw score of every constant block (boundaries with
+    equal predictions). Joining the block centres by straight lines (centred isotonic regression, Oron &
+    Flournoy 2017) gives a map that is strictly increasing between the first and the last centre, since
+    pooled blocks have strictly increasing values, and that stays within the fitted probabilities.
+    """
+    knots: list[tuple[float, float]] = []
+    start = 0
+    for i in range(1, len(boundaries) + 1):
+        if i == len(boundaries) or predictions[i] != predictions[start]:
+            knots.append(((boundaries[start] + boundaries[i - 1]) / 2.0, float(predictions[start])))
+            start = i
+    return tuple(knots)
+
+
+def _sql_double(value: float) -> str:
+    return f"CAST({float(value)!r} AS DOUBLE)"
+
+
+def interpolated_isotonic(knots: Sequence[tuple[float, float]], raw_col: str = "raw_score",
+                          out_col: str = "score", tie_break: float = TIE_BREAK) -> SQLTransformer:
+    """`out_col = (1 − ε) · f(raw) + ε · raw`, f linear between the knots and flat beyond them.
+
+    Built from Spark SQL built-ins only: `size(filter(xs, x -> x <= raw))` is the number of knots at or
+    below the raw score, i.e. the segment to interpolate on. A null raw score gives a null score.
+    """
+    if not knots:
+        raise ValueError("interpolated_isotonic needs at least one knot")
+    xs = [x for x, _ in knots]
+    if any(b <= a for a, b in itertools.pairwise(xs)):
+        raise ValueError(f"knots must have strictly increasing raw scores, got {xs}")
+    raw = f"CAST(`{raw_col}` AS DOUBLE)"
+    x_arr = "array(" + ", ".join(_sql_double(x) for x in xs) + ")"
+    y_arr = "array(" + ", ".join(_sql_double(y) for _, y in knots) + ")"
+    k = f"size(filter({x_arr}, x -> x <= {raw}))"
+    x_lo, x_hi = f"element_at({x_arr}, {k})", f"element_at({x_arr}, {k} + 1)"
+    y_lo, y_hi = f"element_at({y_arr}, {k})", f"element_at({y_arr}, {k} + 1)"
+    curve = (f"CASE WHEN {k} = 0 THEN {_sql_double(knots[0][1])} WHEN {k} = {len(knots)} THEN "
+             f"{_sql_double(knots[-1][1])} ELSE {y_lo} + ({y_hi} - {y_lo}) * ({raw} - {x_lo}) / ({x_hi} - {x_lo}) END")
+    score = (f"CASE WHEN {raw} IS NULL THEN NULL ELSE {_sql_double(1.0 - tie_break)} * ({curve}) + "
+             f"{_sql_double(tie_break)} * {raw} END")
+    return SQLTransformer(statement=f"SELECT *, {score} AS `{out_col}` FROM __THIS__")
+
+
 def fit_calibrator(
     holdout: DataFrame, seed: int, raw_col: str = "raw_score", reliability_bins: int = RELIABILITY_BINS,
     salt: str = "",
 ) -> CalibrationResult:
-    """Isotonic regression `raw_col -> score` fitted on the calibration fold, judged on the threshold fold."""
+    """Strictly increasing calibrator `raw_col -> score` fitted on the calibration fold, judged on the threshold fold.
+
+    Isotonic regression (Spark ML) fits the step function; `interpolated_isotonic` joins its block
+    centres and breaks the remaining ties with the raw score, so two users the model tells apart never
+    share a score: AUC, lift and top-N exports keep the model's full ranking.
+    """
     _require_columns(holdout, ["user_id", raw_col, "label"], "holdout")
     calibration, thresholds = split_folds(holdout, seed, salt)
     label = F.col("label").cast("double").alias("label")
@@ -163,7 +226,9 @@ def fit_calibrator(
     counts = calibration.agg(F.count(F.lit(1)).alias("n")).first()
     if counts is None or counts["n"] == 0:
         raise ValueError("holdout: the calibration fold is empty; the holdout needs more users")
-    calibrator = IsotonicRegression(featuresCol=raw_col, labelCol="label", predictionCol="score").fit(calibration)
+    isotonic = IsotonicRegression(featuresCol=raw_col, labelCol="label", predictionCol="score").fit(calibration)
+    knots = isotonic_knots(isotonic.boundaries.toArray().tolist(), isotonic.predictions.toArray().tolist())
+    calibrator = interpolated_isotonic(knots, raw_col=raw_col)
     threshold_fold = calibrator.transform(thresholds.withColumn("label", F.col("label").cast("double")))
     stats = threshold_fold.agg(
         F.count(F.lit(1)).alias("rows"),
@@ -180,6 +245,8 @@ def fit_calibrator(
         calibration_rows=int(counts["n"]),
         threshold_rows=int(stats["rows"]),
         reliability=_reliability(threshold_fold, raw_col, reliability_bins),
+        isotonic=isotonic,
+        knots=knots,
     )
 
 
