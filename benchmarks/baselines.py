@@ -49,7 +49,7 @@ from segments_lib.language.snapshots import midnight_utc
 from segments_lib.language.targets import build_labels
 from segments_lib.model import bgnbd
 from segments_lib.model.pipeline import RAW_SCORE
-from segments_lib.model.training import build_training_frame, fit_and_calibrate, segment_calendar
+from segments_lib.model.training import build_training_frame, fit_and_calibrate, is_training_row, segment_calendar
 from segments_lib.store.session import build_session
 
 WORK = Path(__file__).resolve().parent / "_work"
@@ -135,8 +135,8 @@ def evaluate_cutoff(cfg: AppConfig, events: DataFrame, segment: SegmentDefinitio
     # Never purchased: recency is null; it sorts after every purchaser.
     night_pd["recency"] = -night_pd[recency_name(PURCHASE)].fillna(1e9)
     night_pd["frequency"] = night_pd[freq_name(segment.past_window, PURCHASE)]
-    older = frame.where(F.col("snapshot_time") != F.lit(calendar.calibration))
-    train_pd = older.select(*feature_cols, "label").toPandas()
+    # LightGBM learns from exactly the GBT's training rows.
+    train_pd = frame.where(is_training_row(calendar, segment.training.seed)).select(*feature_cols, "label").toPandas()
     night_pd["lightgbm"] = lightgbm_scores(train_pd, night_pd, feature_cols, segment.training.seed)
     night_pd["membership"], night_pd["raw_gbt"] = night_pd["score"], night_pd[RAW_SCORE]
 

@@ -5,8 +5,9 @@
 
 For each demo segment (conf/segments.yaml) at run date = the demo end date:
 the training frame is built exactly as training does (`training.build_training_frame`: one feature
-pass, labels, eligibility), the GBT is fitted with the time-based search (`model.fit_with_time_validation`),
-and the holdout (calibration snapshot) is scored. On the same holdout users:
+pass, labels, eligibility), the GBT is fitted with the time-based search (`model.fit_with_time_validation`)
+on the training rows (`training.is_training_row`: the older snapshots and half of the calibration
+snapshot's users), and the holdout (the other half of the calibration snapshot) is scored. On the same holdout users:
 * Bayes-optimal AUC: the generator's true probability (`demo.ground_truth`) at the calibration snapshot
   ranked against the realised labels; it knows the latent state, so it is an upper bound;
 * LightGBM on the same feature columns and training rows (nulls left as NaN, `is_unbalance`).
@@ -29,7 +30,6 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from segments_lib.config import load_config
@@ -39,7 +39,7 @@ from segments_lib.language.segment_config import load_segments
 from segments_lib.language.snapshots import SnapshotCalendar
 from segments_lib.model.evaluation import holdout_metrics
 from segments_lib.model.pipeline import RAW_SCORE, fit_with_time_validation
-from segments_lib.model.training import build_training_frame, segment_calendar
+from segments_lib.model.training import build_training_frame, is_holdout_row, is_training_row, segment_calendar
 from segments_lib.store.session import build_session
 
 WORK = Path(__file__).resolve().parent / "_work"
@@ -68,8 +68,9 @@ def lightgbm_auc(train: pd.DataFrame, holdout: pd.DataFrame, feature_cols: list[
 def evaluate_segment(frame: DataFrame, feature_cols: list[str], segment: SegmentDefinition,
                      calendar: SnapshotCalendar, lightgbm: bool) -> tuple[dict[str, Any], pd.DataFrame]:
     frame = frame.persist()
-    holdout = frame.where(F.col("snapshot_time") == F.lit(calendar.calibration))
-    training = frame.where(F.col("snapshot_time") != F.lit(calendar.calibration))
+    # The nightly split: every user at the older snapshots and half of D − H train, the other half is held out.
+    holdout = frame.where(is_holdout_row(calendar, segment.training.seed))
+    training = frame.where(is_training_row(calendar, segment.training.seed))
     start = time.perf_counter()
     fit = fit_with_time_validation(training, feature_cols, segment.training)
     train_seconds = time.perf_counter() - start

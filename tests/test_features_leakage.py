@@ -23,6 +23,7 @@ SPEC = FeatureSpec(
     past_window=timedelta(days=28),
     duration_pairs=(DurationPair("Add to Cart", "Purchase Completed", timedelta(hours=24)),),
     value_events=("Purchase Completed",),
+    base_events=("Purchase Completed", "Open App"),  # the whole-history customer-base family too
 )
 
 

@@ -33,7 +33,8 @@ def spec_with(n_events: int, windows_days: tuple[int, ...], n_pairs: int) -> Fea
     pairs = tuple(DurationPair(names[i], names[(i + 1) % n_events], timedelta(hours=24)) for i in range(n_pairs))
     windows = tuple(timedelta(days=d) for d in windows_days)
     return FeatureSpec(
-        event_names=names, windows=windows, past_window=windows[-1], duration_pairs=pairs, value_events=names[:2]
+        event_names=names, windows=windows, past_window=windows[-1], duration_pairs=pairs, value_events=names[:2],
+        base_events=names[:1],
     )
 
 

@@ -1,7 +1,12 @@
 """Training end to end on a tiny obvious data set, with a real MLflow sqlite store in tmp_path.
 
 Calendar for run date 2026-06-01, P3 = 7d, 2 training snapshots, stride 7d (by hand):
-calibration 2026-05-25, training 2026-05-18 and 2026-05-11.
+calibration 2026-05-25, training 2026-05-18 and 2026-05-11, plus half of the users at 2026-05-25.
+
+Which half of the calibration snapshot trains is pmod(xxhash64(3, "newest-window", "2026-05-25",
+user_id), 2) (0 trains, 1 is held out), evaluated once in Spark and written down here:
+held out at 2026-05-25: b4, b7, b8, b9, n0, n2, n3, n8 (8 users, 4 buyers); the other 12 train
+(6 buyers: b0, b1, b2, b3, b5, b6).
 """
 
 from __future__ import annotations
@@ -83,7 +88,8 @@ def test_train_register_champion_reuse_and_worse_challenger(spark: SparkSession,
     assert first.reason == "no champion yet"
     assert first.metrics["auc_roc"] == pytest.approx(1.0) and first.metrics["auc_pr"] == pytest.approx(1.0)
     assert first.metrics["base_rate"] == pytest.approx(0.5)
-    assert first.metrics["n_holdout"] == 20 and first.metrics["n_train"] == 40
+    # 40 rows at the two older snapshots + the 12 users of 2026-05-25's training half; 8 held out.
+    assert first.metrics["n_holdout"] == 8 and first.metrics["n_train"] == 52
     assert first.metrics["lift_top_decile"] == pytest.approx(2.0)  # the top decile is all buyers: 1.0 / 0.5
     assert set(first.thresholds) == {"high", "medium", "low"}
     assert first.curve is not None and len(first.curve) >= 2
@@ -103,6 +109,7 @@ def test_train_register_champion_reuse_and_worse_challenger(spark: SparkSession,
     assert run.data.tags["run_date"] == "2026-06-01" and run.data.tags["kind"] == "conversion"
     assert run.data.params["snapshot.calibration"] == "2026-05-25T00:00:00+00:00"
     assert run.data.params["snapshot.training"] == "2026-05-18T00:00:00+00:00,2026-05-11T00:00:00+00:00"
+    assert run.data.params["snapshot.training_newest_half"] == "2026-05-25T00:00:00+00:00"
     assert run.data.params["events_delta_version"] == "12"
     assert run.data.params["segment.target.type"] == "Occurs"
     assert run.data.params["segment.prediction_window"] == "7d"
@@ -137,20 +144,23 @@ def test_train_register_champion_reuse_and_worse_challenger(spark: SparkSession,
 
 
 def test_skips_when_positives_are_below_the_minimum(spark: SparkSession, cfg) -> None:
-    seg = segment(min_positives=25)
+    seg = segment(min_positives=27)
     outcome = train_from_frame(spark, cfg, seg, frame(spark), FEATURES, segment_calendar(seg, RUN_DATE), None)
     assert outcome.status == "skipped" and outcome.run_id is None
-    assert outcome.reason == "too few positives: 20 < training.min_positives 25"
+    # 10 buyers at each of the two older snapshots + the 6 buyers of 2026-05-25's training half.
+    assert outcome.reason == "too few positives: 26 < training.min_positives 27"
 
 
 def test_skips_when_training_labels_are_one_class(spark: SparkSession, cfg) -> None:
     seg = segment()
-    rows = rows_at(CALIBRATION, 10, 10)
+    # At 2026-05-25 only the held-out buyers (b4, b7, b8, b9) and the ten never-buyers: its training half
+    # is six never-buyers, so training sees 20 + 6 negatives and no positive.
+    rows = [r for r in rows_at(CALIBRATION, 10, 10) if r[1] in {"b4", "b7", "b8", "b9"} or r[1].startswith("n")]
     for t in TRAINING:
         rows += [(t, f"n{i}", 0, None, 0.0) for i in range(10)]
     outcome = train_from_frame(spark, cfg, seg, spark.createDataFrame(rows, SCHEMA), FEATURES,
                                segment_calendar(seg, RUN_DATE), None)
     assert outcome.status == "skipped"
-    assert outcome.reason.startswith("training labels are all one class (0 positives, 20 negatives)")
+    assert outcome.reason.startswith("training labels are all one class (0 positives, 26 negatives)")
     assert mlflow.search_runs(search_all_experiments=True, filter_string="tags.segment = 'buyers'",
                               output_format="list") == []

@@ -30,6 +30,7 @@ from segments_lib.features.spec import (
     TREND_RECENT,
     FeatureInfo,
     FeatureSpec,
+    base_name,
     catalog_markdown,
     feature_catalog,
     feature_columns,
@@ -173,6 +174,7 @@ def _per_event_type(rows: DataFrame, spec: FeatureSpec) -> DataFrame:
     return rows.groupBy("user_id", "snapshot_time", "code").agg(
         F.max(age).alias("max_age"),
         F.min(age).alias("min_age"),
+        F.count(F.lit(1)).alias("n_all"),
         *[F.count(F.when(age <= _us(w), 1)).alias(f"n_{i}") for i, w in enumerate(spec.windows)],
         F.count(F.when(age <= _us(TREND_RECENT), 1)).alias("n_recent"),
         *bits,
@@ -215,6 +217,12 @@ def _per_user(per_type: DataFrame, spec: FeatureSpec) -> DataFrame:
             of(pair.first, f"pair_mean_{index}").alias(pair_mean_name(pair)),
             of(pair.first, f"pair_unfollowed_{index}").alias(pair_unfollowed_name(pair)),
         ]
+    for event in spec.base_events:
+        aggs += [
+            of(event, "n_all").alias(base_name("count_all", event)),
+            (of(event, "max_age") / F.lit(_US_PER_DAY)).alias(base_name("first_days", event)),
+            ((of(event, "max_age") - of(event, "min_age")) / F.lit(_US_PER_DAY)).alias(base_name("span_days", event)),
+        ]
     return per_type.groupBy("user_id", "snapshot_time").agg(*aggs)
 
 
@@ -229,6 +237,15 @@ def _finish(aggregated: DataFrame, spec: FeatureSpec) -> DataFrame:
     zero_when_absent |= {value_name("sum", spec, e) for e in spec.value_events}
     zero_when_absent |= {pair_unfollowed_name(p) for p in spec.duration_pairs}
     derived |= {name: F.coalesce(F.col(name), F.lit(0)) for name in zero_when_absent}
+    for event in spec.base_events:
+        count, first = F.coalesce(F.col(base_name("count_all", event)), F.lit(0)), F.col(base_name("first_days", event))
+        span = F.col(base_name("span_days", event))
+        derived[base_name("count_all", event)] = count
+        # Every counted event is strictly before T, so first_days > 0 whenever the event happened.
+        derived[base_name("rate_all", event)] = F.coalesce(count / first, F.lit(0.0))
+        mean_gap = span / (count - F.lit(1))
+        derived[base_name("silence_to_gap", event)] = F.when(
+            (count >= 2) & (span > 0), F.col(recency_name(event)) / mean_gap)
     if spec.has_trend:
         recent_days = TREND_RECENT / timedelta(days=1)
         recent_rate = F.col("_n_recent") / F.lit(recent_days)
@@ -277,6 +294,7 @@ def demo_spec() -> FeatureSpec:
         past_window=timedelta(days=28),
         duration_pairs=(DurationPair("Add to Cart", "Purchase Completed", timedelta(hours=24)),),
         value_events=("Purchase Completed",),
+        base_events=("Purchase Completed",),
     )
 
 

@@ -11,7 +11,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
-from segments_lib.language.definitions import DurationPair, SegmentDefinition, format_duration
+from segments_lib.language.definitions import DurationPair, SegmentDefinition, format_duration, target_events
 
 TREND_RECENT = timedelta(days=7)
 GAP_STATS = ("mean", "min", "max", "std", "last")
@@ -22,7 +22,9 @@ class FeatureSpec:
     """Which events, windows and pairs one feature pass covers.
 
     `windows` are ascending and the largest is `past_window` (P1). `history` bounds how far back
-    recency and tenure look; None means every event before T.
+    recency, tenure and the customer-base features look; None means every event before T.
+    `base_events` (a subset of `event_names`, the target's events) get the customer-base family:
+    whole-history count, first occurrence, span, rate and silence relative to the user's own pace.
     """
 
     event_names: tuple[str, ...]
@@ -31,6 +33,7 @@ class FeatureSpec:
     duration_pairs: tuple[DurationPair, ...] = ()
     value_events: tuple[str, ...] = ()
     history: timedelta | None = None
+    base_events: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.event_names:
@@ -47,6 +50,9 @@ class FeatureSpec:
         unknown = [e for e in self.value_events if e not in self.event_names]
         if unknown:
             raise ValueError(f"FeatureSpec.value_events {unknown} are not in event_names {self.event_names}")
+        outside = [e for e in self.base_events if e not in self.event_names]
+        if outside or len(set(self.base_events)) != len(self.base_events):
+            raise ValueError(f"FeatureSpec.base_events {self.base_events} must be distinct names in event_names")
         if self.history is not None and self.history < self.past_window:
             raise ValueError("FeatureSpec.history must be at least past_window")
         slugs: dict[str, str] = {}
@@ -101,6 +107,8 @@ def feature_spec_for(
         names = tuple(sorted(event_counts))
     if not names:
         raise ValueError(f"segment {segment.name!r}: no events to build features from (event_counts is empty)")
+    # The customer-base family describes the target's own events: how often, since when, at what pace.
+    base = tuple(e for e in target_events(segment.target) if e in names)
     return FeatureSpec(
         event_names=names,
         windows=segment.windows,
@@ -108,6 +116,7 @@ def feature_spec_for(
         duration_pairs=segment.duration_pairs,
         value_events=tuple(n for n in names if n in set(valued_events)),
         history=history,
+        base_events=base,
     )
 
 
@@ -128,6 +137,14 @@ def value_name(stat: str, spec: FeatureSpec, event: str) -> str:
     return f"value_{stat}{window}__{event_slug(event)}"
 
 
+BASE_STATS = ("count_all", "first_days", "span_days", "rate_all", "silence_to_gap")
+
+
+def base_name(stat: str, event: str) -> str:
+    """A customer-base feature: `count_all__purchase_completed`, `silence_to_gap__purchase_completed`, …"""
+    return f"{stat}__{event_slug(event)}"
+
+
 def pair_mean_name(pair: DurationPair) -> str:
     return f"pair_mean_h__{event_slug(pair.first)}__{event_slug(pair.then)}"
 
@@ -139,7 +156,7 @@ def pair_unfollowed_name(pair: DurationPair) -> str:
 def feature_catalog(spec: FeatureSpec) -> list[FeatureInfo]:
     """Every feature column, in output order, with what it means and what null means."""
     return [*_overall_features(spec), *_frequency_features(spec), *_recency_features(spec), *_gap_features(spec),
-            *_value_features(spec), *_pair_features(spec)]
+            *_value_features(spec), *_pair_features(spec), *_base_features(spec)]
 
 
 def _overall_features(spec: FeatureSpec) -> list[FeatureInfo]:
@@ -227,6 +244,27 @@ def _pair_features(spec: FeatureSpec) -> list[FeatureInfo]:
     return infos
 
 
+_BASE_MEANINGS = {
+    "count_all": "Count of '{e}' over the whole history before T (BG/NBD's x + 1). 0 when none.",
+    "first_days": "Days from the first '{e}' to T (BG/NBD's T, the customer's age). Null when it never happened.",
+    "span_days": "Days from the first to the last '{e}' before T (BG/NBD's t_x); 0 with one occurrence. "
+                 "Null when it never happened.",
+    "rate_all": "count_all / first_days: occurrences of '{e}' per day since the first one, a pace that means the "
+                "same at any age. 0 when it never happened.",
+    "silence_to_gap": "Days since the last '{e}' divided by the user's own mean gap between occurrences "
+                      "(span_days / (count_all − 1)): 1 means \"as quiet as usual\", 5 means five usual gaps. "
+                      "Null with fewer than two occurrences or a zero span.",
+}
+
+
+def _base_features(spec: FeatureSpec) -> list[FeatureInfo]:
+    return [
+        FeatureInfo(base_name(stat, event), "customer base", _BASE_MEANINGS[stat].format(e=event))
+        for event in spec.base_events
+        for stat in BASE_STATS
+    ]
+
+
 def feature_columns(spec: FeatureSpec) -> list[str]:
     """The feature column names, in the order `build_features` returns them."""
     return [info.name for info in feature_catalog(spec)]
@@ -251,4 +289,30 @@ def catalog_markdown(spec: FeatureSpec, title: str) -> str:
         "|---|---|---|",
     ]
     lines += [f"| `{i.name}` | {i.family} | {i.description} |" for i in feature_catalog(spec)]
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", *_GUIDANCE]) + "\n"
+
+
+# Written once here so the generated page carries it; the numbers are in benchmarks/RESULTS.md.
+_GUIDANCE = [
+    "## Customer-base features and what trees cannot extrapolate",
+    "",
+    "The customer-base family (for the target's own events) is what the classic customer-base models",
+    "(BG/NBD, Pareto/NBD) read: `count_all` is x + 1, `span_days` is t_x and `first_days` is T, over the",
+    "whole history rather than the past window. Trees split on thresholds seen in training and predict a",
+    "constant beyond them: a user silent for longer, or a customer older, than anyone in the training",
+    "snapshots gets the score of the most extreme training user, whatever the extra time says. The two",
+    "ratios are made for that: `rate_all` (pace since the first occurrence) and `silence_to_gap` (days",
+    "of silence in units of the user's own mean gap) mean the same at any age, so a customer older than",
+    "every training example but buying at a familiar pace lands inside the training range.",
+    "",
+    "## Sparse purchase data: which past window and horizon",
+    "",
+    "Purchases are rare events: on Online Retail the median customer buys a few times a year. A past",
+    "window of a few weeks then holds zero or one purchase for most users, and a short horizon (7d)",
+    "has a base rate of a few per cent, so both the features and the labels are mostly zeros. Pick a past",
+    "window that holds several of a typical customer's gaps (180d on Online Retail, with 30d/90d/180d",
+    "windows) and a horizon of at least one typical gap (30d–90d): the labels are then balanced enough to",
+    "learn from and the counts say something about each customer's own rate. The customer-base family",
+    "covers the whole history either way, so the past window mainly sets how much recent detail the",
+    "windowed counts and gaps keep. Measured in benchmarks/RESULTS.md (\"Model quality\", baselines).",
+]

@@ -7,9 +7,12 @@ sequence target):
 * calibration  T = D − H: the newest snapshot whose label window [T, T + H) has closed; held out
 * training     T = D − 2·H − k·S for k = 0..K−1, listed newest first (k = 0 first)
 
-The newest training label window ends at D − H, exactly where the calibration label window starts,
-so no training label sees an event the holdout is judged on. Training labels may overlap the
-calibration snapshot's past window; that is past behaviour at calibration time, not leakage.
+The calibration snapshot is also the newest training snapshot, for half of its users
+(`model.training.is_training_row`, a seeded hash of user_id): the model that scores night D learns
+from labels up to D. The other half is the holdout, and for those users every training label window
+(the older snapshots') ends at D − H, exactly where their holdout label window starts, so no training
+label sees an event the holdout is judged on. Training labels may overlap the calibration snapshot's
+past window; that is past behaviour at calibration time, not leakage.
 """
 
 from __future__ import annotations
@@ -23,11 +26,11 @@ class SnapshotCalendar:
     run_date: date
     scoring: datetime
     calibration: datetime
-    training: tuple[datetime, ...]  # newest first
+    training: tuple[datetime, ...]  # the older training snapshots (every user), newest first
 
     @property
     def validation(self) -> datetime:
-        """The newest training snapshot: the time-based validation fold of the hyperparameter search."""
+        """The newest snapshot that trains for every user (the training half of `calibration` is newer)."""
         return self.training[0]
 
     @property

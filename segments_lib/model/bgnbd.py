@@ -52,19 +52,23 @@ def log_likelihood(params: BgNbdParams, x: np.ndarray, t_x: np.ndarray, T: np.nd
     return common + np.logaddexp(alive, dropped)
 
 
-def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> BgNbdParams:
-    """Maximum-likelihood BG/NBD parameters (Nelder–Mead then L-BFGS on log-parameters)."""
+def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np.ndarray | None = None) -> BgNbdParams:
+    """Maximum-likelihood BG/NBD parameters (Nelder–Mead then L-BFGS on log-parameters).
+
+    `weights` counts customers per row, so identical (x, t_x, T) triples can be passed once.
+    """
     x, t_x, T = _arrays(x, t_x, T)
     if len(x) == 0:
         raise ValueError("BG/NBD needs at least one customer")
+    w = np.ones(len(x)) if weights is None else np.asarray(weights, dtype=float)
 
     def negative(log_params: np.ndarray) -> float:
         r, alpha, a, b = np.exp(np.clip(log_params, -20, 20))
-        value = -float(np.sum(log_likelihood(BgNbdParams(r, alpha, a, b), x, t_x, T)))
+        value = -float(np.sum(w * log_likelihood(BgNbdParams(r, alpha, a, b), x, t_x, T)))
         return value if np.isfinite(value) else 1e300
 
     # Start from the usual scale: rate ~ purchases per unit of tenure, a moderate dropout.
-    start = np.log([1.0, max(float(np.mean(T)), 1.0), 1.0, 1.0])
+    start = np.log([1.0, max(float(np.average(T, weights=w)), 1.0), 1.0, 1.0])
     coarse = minimize(negative, start, method="Nelder-Mead", options={"maxiter": 4000, "xatol": 1e-6, "fatol": 1e-8})
     fine = minimize(negative, coarse.x, method="L-BFGS-B")
     best = fine.x if fine.fun <= coarse.fun else coarse.x

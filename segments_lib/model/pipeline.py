@@ -12,6 +12,12 @@ Pipeline stages, in order:
 4. `PositiveProbability`: `raw_score = vector_to_array(probability)[1]` (Spark SQL has no
    `vector_to_array`, so a SQLTransformer cannot do it; this stage wraps the built-in column function).
 
+When the features carry the customer-base family (`count_all__e`, `span_days__e`, `first_days__e`,
+see features/spec.py), a `BgNbd` stage runs before the assembler: it fits BG/NBD (model/bgnbd.py) on
+the training rows it is given and adds, per event, P(alive) and the expected rate
+`P(alive) · (r + x) / (α + T)` (purchases per day now) as two more inputs. Trees cannot build those
+ratios and powers from x, t_x and T themselves, and the fit sees only the rows the pipeline trains on.
+
 Class imbalance: `with_class_weights` gives positives the weight n_neg / n_pos and negatives 1, so
 both classes carry equal total weight. Scores are therefore not base-rate probabilities; the
 calibration step (issue 7) maps them back.
@@ -19,17 +25,20 @@ calibration step (issue 7) maps them back.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 
+import numpy as np
 from pyspark import keyword_only
-from pyspark.ml import Pipeline, PipelineModel, Transformer
+from pyspark.ml import Estimator, Model, Pipeline, PipelineModel, Transformer
 from pyspark.ml.classification import GBTClassificationModel, GBTClassifier
 from pyspark.ml.evaluation import BinaryClassificationEvaluator
 from pyspark.ml.feature import SQLTransformer, VectorAssembler
 from pyspark.ml.functions import vector_to_array
+from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import DataFrame
@@ -37,6 +46,7 @@ from pyspark.sql import functions as F
 
 from segments_lib.language.definitions import GbtParams, TrainingSettings
 from segments_lib.language.snapshots import as_utc
+from segments_lib.model.bgnbd import BgNbdParams, fit_bgnbd
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +70,84 @@ class PositiveProbability(Transformer, HasInputCol, HasOutputCol, DefaultParamsR
         return dataset.withColumn(self.getOutputCol(), vector_to_array(F.col(self.getInputCol()))[1])
 
 
+BASE_PREFIXES = ("count_all__", "span_days__", "first_days__")
+BGNBD_FIT_ROWS = 200_000  # a sample this large pins four parameters; the fit runs on the driver
+BGNBD_ROUNDING_DAYS = 1  # (x, t_x, T) rounded to whole days before grouping: fewer distinct triples
+
+
+def base_slugs(feature_cols: list[str]) -> list[str]:
+    """Event slugs whose BG/NBD statistics (count_all, span_days, first_days) are all feature columns."""
+    present = set(feature_cols)
+    return [c[len("count_all__"):] for c in feature_cols if c.startswith("count_all__")
+            and all(p + c[len("count_all__"):] in present for p in BASE_PREFIXES)]
+
+
+def bgnbd_columns(slugs: list[str]) -> list[str]:
+    return [name for slug in slugs for name in (f"bgnbd_p_alive__{slug}", f"bgnbd_rate__{slug}")]
+
+
+class _HasSlugs(Params):
+    slugs = Param(Params._dummy(), "slugs", "event slugs with customer-base columns", TypeConverters.toListString)
+    fitted = Param(Params._dummy(), "fitted", "JSON {slug: {r, alpha, a, b}}", TypeConverters.toString)
+
+
+class BgNbdModel(Model, _HasSlugs, DefaultParamsReadable, DefaultParamsWritable):
+    """Adds `bgnbd_p_alive__<slug>` and `bgnbd_rate__<slug>` from fitted BG/NBD parameters (built-ins only)."""
+
+    @keyword_only
+    def __init__(self, slugs: list[str] | None = None, fitted: str = "{}") -> None:
+        super().__init__()
+        self._set(**self._input_kwargs)
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        fitted = json.loads(self.getOrDefault(self.fitted))
+        added = []
+        for slug in self.getOrDefault(self.slugs):
+            p = fitted[slug]
+            x = F.col(f"count_all__{slug}") - F.lit(1.0)
+            t_x, age = F.col(f"span_days__{slug}"), F.col(f"first_days__{slug}")
+            log_ratio = F.log(F.lit(p["alpha"]) + age) - F.log(F.lit(p["alpha"]) + t_x)
+            odds = F.lit(p["a"]) / F.greatest(F.lit(p["b"]) + x - F.lit(1.0), F.lit(1e-12)) * F.exp(
+                F.least((F.lit(p["r"]) + x) * log_ratio, F.lit(700.0)))
+            alive = F.when(x > 0, F.lit(1.0) / (F.lit(1.0) + odds)).otherwise(F.lit(1.0))
+            rate = alive * (F.lit(p["r"]) + x) / (F.lit(p["alpha"]) + age)
+            # Never did the event: no customer yet, so no chance of being an alive one; 0 rather than null.
+            never = F.col(f"count_all__{slug}") < 1
+            added += [F.when(never, F.lit(0.0)).otherwise(alive).alias(f"bgnbd_p_alive__{slug}"),
+                      F.when(never, F.lit(0.0)).otherwise(rate).alias(f"bgnbd_rate__{slug}")]
+        return dataset.select("*", *added)
+
+
+class BgNbd(Estimator, _HasSlugs):
+    """Fits one BG/NBD per event slug on the rows it is given (every snapshot's customers pooled)."""
+
+    @keyword_only
+    def __init__(self, slugs: list[str] | None = None) -> None:
+        super().__init__()
+        self._set(**self._input_kwargs)
+
+    def _fit(self, dataset: DataFrame) -> BgNbdModel:
+        fitted = {}
+        for slug in self.getOrDefault(self.slugs):
+            customers = dataset.where(F.col(f"count_all__{slug}") >= 1)
+            total = customers.count()
+            if total > BGNBD_FIT_ROWS:
+                customers = customers.sample(fraction=BGNBD_FIT_ROWS / total, seed=7)
+            day = float(BGNBD_ROUNDING_DAYS)
+            triples = customers.groupBy(
+                (F.col(f"count_all__{slug}") - 1).alias("x"),
+                (F.round(F.col(f"span_days__{slug}") / day) * day).alias("t_x"),
+                (F.round(F.col(f"first_days__{slug}") / day) * day).alias("T"),
+            ).agg(F.count(F.lit(1)).alias("n")).toPandas()
+            if triples.empty:
+                fitted[slug] = asdict(BgNbdParams(1.0, 1.0, 1.0, 1.0))
+                continue
+            t_x = np.minimum(triples["t_x"].to_numpy(float), triples["T"].to_numpy(float))
+            fitted[slug] = asdict(fit_bgnbd(triples["x"].to_numpy(float), t_x, triples["T"].to_numpy(float),
+                                                  weights=triples["n"].to_numpy(float)))
+        return BgNbdModel(slugs=self.getOrDefault(self.slugs), fitted=json.dumps(fitted))
+
+
 def _quoted(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
@@ -80,9 +168,13 @@ def build_pipeline(feature_cols: list[str], params: GbtParams, seed: int) -> Pip
         raise ValueError(f"feature columns listed twice: {', '.join(duplicates)}")
     gbt = GBTClassifier(featuresCol=FEATURES_VECTOR, labelCol=LABEL_COL, weightCol=WEIGHT_COL, seed=seed,
                         **params.spark_params())
+    slugs = base_slugs(feature_cols)
+    customer_base = [BgNbd(slugs=slugs)] if slugs else []
     return Pipeline(stages=[
         SQLTransformer(statement=never_fill_statement(feature_cols)),
-        VectorAssembler(inputCols=[c + FILLED_SUFFIX for c in feature_cols], outputCol=FEATURES_VECTOR),
+        *customer_base,
+        VectorAssembler(inputCols=[c + FILLED_SUFFIX for c in feature_cols] + bgnbd_columns(slugs),
+                        outputCol=FEATURES_VECTOR),
         gbt,
         PositiveProbability(inputCol="probability", outputCol=RAW_SCORE),
     ])
@@ -205,7 +297,13 @@ def gbt_stage(model: PipelineModel) -> GBTClassificationModel:
     raise ValueError("pipeline model has no GBTClassificationModel stage")
 
 
+def model_inputs(model: PipelineModel, feature_cols: list[str]) -> list[str]:
+    """The GBT's input columns in vector order: the feature columns, then any columns a stage derived (BG/NBD)."""
+    return [*feature_cols, *bgnbd_columns(base_slugs(feature_cols))]
+
+
 def feature_importances(model: PipelineModel, feature_cols: list[str]) -> list[tuple[str, float]]:
-    """(feature, importance) pairs, most important first; importances sum to 1."""
+    """(feature, importance) pairs over the GBT's inputs, most important first; importances sum to 1."""
     weights = gbt_stage(model).featureImportances.toArray()
-    return sorted(zip(feature_cols, (float(w) for w in weights), strict=True), key=lambda kv: (-kv[1], kv[0]))
+    names = model_inputs(model, feature_cols)
+    return sorted(zip(names, (float(w) for w in weights), strict=True), key=lambda kv: (-kv[1], kv[0]))

@@ -85,7 +85,7 @@ class TrainedModel:
 
     @property
     def holdout_features(self) -> DataFrame:
-        return self.frame.where(_is_holdout(self.calendar)).drop("label")
+        return self.frame.where(is_holdout_row(self.calendar, self.segment.training.seed)).drop("label")
 
     @property
     def thresholds(self) -> dict[str, float | None]:
@@ -95,12 +95,34 @@ class TrainedModel:
         return feature_importances(self.fit.model, self.feature_cols)
 
 
-def _is_holdout(calendar: SnapshotCalendar) -> Column:
-    return F.col("snapshot_time") == F.lit(calendar.calibration)
+def _newest_window_half(calendar: SnapshotCalendar, seed: int) -> Column:
+    """0 for the users of the newest complete window (T = D − H) who train, 1 for those held out.
+
+    A seeded hash of user_id salted with the calibration date, like the calibration folds (a fresh
+    split per training, the same split on a re-run) but with its own tag, so the training half is
+    independent of the calibration and threshold folds drawn inside the holdout.
+    """
+    keys = [F.lit(seed), F.lit("newest-window"), F.lit(calendar.calibration.date().isoformat()), F.col("user_id")]
+    return F.pmod(F.xxhash64(*keys), F.lit(2))
 
 
-def _is_training(calendar: SnapshotCalendar) -> Column:
-    return F.col("snapshot_time").isin([F.lit(t) for t in calendar.training])
+def is_holdout_row(calendar: SnapshotCalendar, seed: int) -> Column:
+    """The holdout: the held-out half of the users at the calibration snapshot T = D − H."""
+    return (F.col("snapshot_time") == F.lit(calendar.calibration)) & (_newest_window_half(calendar, seed) == 1)
+
+
+def is_training_row(calendar: SnapshotCalendar, seed: int) -> Column:
+    """Training rows: every user at the older snapshots, and the other half of the users at T = D − H.
+
+    The newest complete window trains (issue 19: with H = 90d the newest training label was otherwise
+    half a year old). Its held-out half stays out of sample: those users have no row at D − H in
+    training, and their rows at older snapshots have label windows that close by D − H, where the
+    holdout's label window opens (`snapshots.py`), so no training label sees an event the holdout is
+    judged on. docs/precision-levels.md, "Where the evidence comes from".
+    """
+    older = F.col("snapshot_time").isin([F.lit(t) for t in calendar.training])
+    newest = (F.col("snapshot_time") == F.lit(calendar.calibration)) & (_newest_window_half(calendar, seed) == 0)
+    return older | newest
 
 
 def segment_calendar(segment: SegmentDefinition, run_date: date) -> SnapshotCalendar:
@@ -162,10 +184,10 @@ def _reused(cfg: AppConfig, segment: SegmentDefinition, calendar: SnapshotCalend
     )
 
 
-def _class_counts(frame: DataFrame, calendar: SnapshotCalendar) -> dict[str, int]:
+def _class_counts(frame: DataFrame, calendar: SnapshotCalendar, seed: int) -> dict[str, int]:
     row = frame.agg(*[
         F.sum(F.when(part & (F.col("label") == value), 1).otherwise(0)).alias(f"{name}_{kind}")
-        for name, part in (("train", _is_training(calendar)), ("holdout", _is_holdout(calendar)))
+        for name, part in (("train", is_training_row(calendar, seed)), ("holdout", is_holdout_row(calendar, seed)))
         for kind, value in (("positives", 1), ("negatives", 0))
     ]).first()
     return {key: int(row[key] or 0) for key in row.asDict()}
@@ -208,7 +230,7 @@ def train_from_frame(
     frame = frame.select(*KEYS, F.col("label").cast("int").alias("label"), *feature_cols).persist()
     try:
         with timer.stage("class counts"):
-            counts = _class_counts(frame, calendar)
+            counts = _class_counts(frame, calendar, segment.training.seed)
         reason = skip_reason(counts, segment)
         if reason is not None:
             log.warning("[%s] skipped: %s", segment.name, reason)
@@ -237,10 +259,12 @@ def fit_and_calibrate(
     The returned `scored` holdout is persisted; the caller unpersists it.
     """
     timer = timer or StageTimer(log, prefix=f"[{segment.name}] ")
+    seed = segment.training.seed
     with timer.stage("fit"):
-        fit = fit_with_time_validation(frame.where(_is_training(calendar)), feature_cols, segment.training)
+        fit = fit_with_time_validation(frame.where(is_training_row(calendar, seed)), feature_cols, segment.training)
     with timer.stage("holdout metrics"):
-        scored = fit.model.transform(frame.where(_is_holdout(calendar))).select(*KEYS, RAW_SCORE, "label").persist()
+        holdout = frame.where(is_holdout_row(calendar, seed))
+        scored = fit.model.transform(holdout).select(*KEYS, RAW_SCORE, "label").persist()
         metrics = {**holdout_metrics(scored), "n_train": float(fit.n_train),
                    "n_validation": float(fit.n_validation), "train_seconds": fit.fit_seconds}
     with timer.stage("calibration"):
@@ -354,6 +378,7 @@ def _params(trained: TrainedModel) -> dict[str, str]:
         "snapshot.scoring": calendar.scoring.isoformat(),
         "snapshot.calibration": calendar.calibration.isoformat(),
         "snapshot.training": ",".join(t.isoformat() for t in calendar.training),
+        "snapshot.training_newest_half": calendar.calibration.isoformat(),
         "snapshot.validation": fit.validation_snapshot.isoformat() if fit.validation_snapshot else "none",
         **tracking.flatten_params(fit.params, "gbt"),
         "gbt.positive_weight": repr(fit.positive_weight),
@@ -367,7 +392,7 @@ def _search_metrics(fit: FitResult) -> dict[str, float]:
     return {f"search.candidate_{i}.validation_auc_pr": c.validation_auc_pr for i, c in enumerate(fit.candidates)}
 
 
-def _data_profile(frame: DataFrame, feature_cols: list[str], calendar: SnapshotCalendar,
+def _data_profile(frame: DataFrame, feature_cols: list[str], calendar: SnapshotCalendar, seed: int,
                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-feature null share / min / mean / max on the holdout snapshot, rows and positives per snapshot).
 
@@ -381,7 +406,7 @@ def _data_profile(frame: DataFrame, feature_cols: list[str], calendar: SnapshotC
         for agg in (F.avg(F.col(c).isNull().cast("double")).alias(f"{c}|null_share"), F.min(c).alias(f"{c}|min"),
                     F.avg(c).alias(f"{c}|mean"), F.max(c).alias(f"{c}|max"))
     ]
-    row = frame.where(_is_holdout(calendar)).agg(*aggregates).first().asDict()
+    row = frame.where(is_holdout_row(calendar, seed)).agg(*aggregates).first().asDict()
     features = pd.DataFrame([
         {"feature": c, **{stat: row[f"{c}|{stat}"] for stat in ("null_share", "min", "mean", "max")}}
         for c in feature_cols
@@ -403,7 +428,7 @@ def _log_artifacts(folder: Path, trained: TrainedModel) -> None:
     plots.feature_importance_png(importances, folder / "feature_importances.png")
     pd.DataFrame(importances, columns=["feature", "importance"]).to_csv(folder / "feature_importances.csv",
                                                                          index=False)
-    profile, per_snapshot = _data_profile(trained.frame, feature_cols, trained.calendar)
+    profile, per_snapshot = _data_profile(trained.frame, feature_cols, trained.calendar, trained.segment.training.seed)
     profile.to_csv(folder / "data_profile_features.csv", index=False)
     per_snapshot.to_csv(folder / "data_profile_snapshots.csv", index=False)
     trained.curve.to_csv(folder / "threshold_curve.csv", index=False)
@@ -424,7 +449,10 @@ def _log_drift_baseline(folder: Path, trained: TrainedModel) -> None:
     It watches the most important features and the calibrated score: one histogram per column and
     bin in a single aggregation, and past a few hundred aggregates Spark stops generating code for it.
     """
-    watched = [name for name, _ in trained.importances()[:DRIFT_FEATURES]]
+    # Feature columns only: the nightly check reads tonight's feature frame, which has no stage-derived
+    # inputs (the BG/NBD columns exist only inside the pipeline).
+    feature_set = set(trained.feature_cols)
+    watched = [name for name, _ in trained.importances() if name in feature_set][:DRIFT_FEATURES]
     # Persisted: the quantile pass and the histogram pass would otherwise each run the whole pipeline.
     scored = trained.final_model.transform(trained.holdout_features).select(*watched, SCORE_COLUMN).persist()
     try:
