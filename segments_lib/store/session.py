@@ -144,8 +144,9 @@ def resolve_with_maven(cfg: SparkConfig) -> list[str]:
     dest = _manifest_path(cfg).with_suffix("").with_suffix(".maven")
     dest.mkdir(parents=True, exist_ok=True)
     pom = _pom(cfg)
-    fix = (f"check spark.delta_package ({cfg.delta_package}), spark.extra_packages and access to Maven "
-           "Central, or list pre-downloaded JARs in spark.delta_jars")
+    extras = f", spark.extra_packages ({', '.join(cfg.extra_packages)})" if cfg.extra_packages else ""
+    fix = (f"check spark.delta_package ({cfg.delta_package}){extras} and access to Maven Central, or list "
+           "pre-downloaded JARs in spark.delta_jars")
     mvn = shutil.which("mvn")
     if mvn is None:
         raise EnvironmentProblem(f"could not resolve {cfg.delta_package}: Ivy failed and Maven (mvn) is not "
