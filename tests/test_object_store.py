@@ -26,9 +26,7 @@ import pytest
 import yaml
 from deltalake import DeltaTable, write_deltalake
 
-from segments_lib.config import load_config
 from segments_lib.intake.demo import EVENTS_ARROW_SCHEMA
-from segments_lib.store.session import submit_args
 from tests.conftest import TEST_SPARK_CONF
 from tests.support.object_store import BUCKET, S3A_EXCLUDES, S3A_PACKAGES, SECRET_KEY, S3Server
 from tests.support.segments import two_small_segments
@@ -41,7 +39,7 @@ FIRST_NIGHT = date(2026, 6, 1)
 KILL_NIGHT = FIRST_NIGHT + timedelta(days=7)  # P3 = 7d: this night also judges the first one (backtest)
 EVENTS_END = FIRST_NIGHT + timedelta(days=10)
 PURCHASE = "likely_to_purchase"
-TIMEOUT_S = 900
+TIMEOUT_S = 1800  # per job: generous, since a loaded 2-core machine ran the cluster night for 15 min
 LAKE = f"s3a://{BUCKET}"
 SEGMENTS = two_small_segments(min_examples=10, max_iter=5)
 
@@ -117,12 +115,17 @@ def submit_to_a_standalone_cluster(lake: Lake, prefix: str, night: date) -> subp
     settings["spark"] = {**settings["spark"], "master": None, "conf": {
         **settings["spark"]["conf"], "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2"}}
     (submit_dir / "cluster.yaml").write_text(yaml.safe_dump(settings))
-    cfg = load_config(str(submit_dir / "cluster.yaml"))
+    # The documented command resolves and caches the JARs (Delta's and S3A's) in its own process and
+    # prints the flags; resolving here would start a Spark session inside the test process.
+    resolved = lake.run("segments_lib.store.session", "--conf", str(submit_dir / "cluster.yaml"), "--submit-args")
+    assert resolved.returncode == 0, resolved.stderr[-3000:]
+    jar_flags = resolved.stdout.strip().splitlines()[-1].split()
+    assert jar_flags[0] == "--jars" and "hadoop-aws-3.5.0.jar" in jar_flags[1]
     with standalone_cluster(lake.root / "standalone") as master_url:  # inherits the S3 environment
         return subprocess.run(
             [str(Path(sys.executable).parent / "spark-submit"), "--master", master_url,
              "--executor-memory", "1g", "--total-executor-cores", "1", "--driver-memory", "1g",
-             *submit_args(cfg.spark), "--files", "cluster.yaml,segments.yaml",
+             *jar_flags, "--files", "cluster.yaml,segments.yaml",
              str(PROJECT_ROOT / "jobs" / "nightly.py"),
              "--conf", "cluster.yaml", "--segments-file", "segments.yaml", "--date", night.isoformat()],
             capture_output=True, text=True, timeout=TIMEOUT_S, cwd=submit_dir, env={**spark_env(), **lake.env()},
