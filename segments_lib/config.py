@@ -70,6 +70,8 @@ class EventsConfig:
     dedup_key: tuple[str, ...]
     allow_negative_values: bool
     max_rejected_share: float
+    validated_path: Location  # the validated events, kept incrementally (Delta, partitioned by event_date)
+    late_days: int  # each night re-validates this many days before the newest validated day
 
 
 @dataclass(frozen=True)
@@ -292,6 +294,9 @@ def _parse_events(sec: _Section, workspace: Location) -> EventsConfig:
     share = sec.get("max_rejected_share", float)
     if not 0.0 <= share <= 1.0:
         raise ConfigError(f"{sec.source}: 'events.max_rejected_share' must be in [0, 1], found {share}")
+    late_days = sec.get("late_days", int)
+    if late_days < 0:
+        raise ConfigError(f"{sec.source}: 'events.late_days' must be 0 or more, found {late_days}")
     return EventsConfig(
         path=_location(sec, "path", workspace),
         format=fmt,
@@ -300,6 +305,8 @@ def _parse_events(sec: _Section, workspace: Location) -> EventsConfig:
         dedup_key=tuple(str(c) for c in sec.get("dedup_key", list)),
         allow_negative_values=sec.get("allow_negative_values", bool),
         max_rejected_share=share,
+        validated_path=_location(sec, "validated_path", workspace),
+        late_days=late_days,
     )
 
 
