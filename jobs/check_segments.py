@@ -4,21 +4,20 @@
 
 --conf and --segments-file resolve as in the nightly job: a path first (relative to the current
 directory); a bare --conf name is ./conf/<name>.yaml, else the shipped one.
-
-Exit codes: 0 every segment can be built, 1 at least one cannot (the reasons are printed),
-2 the config, the segment file or the events table is invalid, or the environment is (no Java, Delta
-JARs that cannot be resolved).
+Without --date, the run date is the day after the newest event's day: the night that comes right after
+the newest day in the events, taken to be complete (a nightly export runs after midnight), so the
+check uses all of them. Pass --date when the newest day is still filling up.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from pyspark.sql import DataFrame, SparkSession
 
+from jobs.options import EXIT_FAILED, EXIT_INVALID, EXIT_OK, job_parser
 from segments_lib.config import AppConfig, ConfigError, load_config, segments_file_override, suggest
 from segments_lib.intake.events import ValidationRules, conform, format_counts, validate
 from segments_lib.job.runner import JobError, read_source_events
@@ -44,6 +43,12 @@ def read_events(spark: SparkSession, cfg: AppConfig) -> DataFrame:
     return result.valid.cache()
 
 
+def default_run_date(newest_event: datetime) -> date:
+    """The night right after the newest event's (UTC) day: a night on D reads events before D 00:00, so
+    this one reads every day there is. Today's date would be wrong for any export that is not live."""
+    return newest_event.astimezone(timezone.utc).date() + timedelta(days=1)
+
+
 def choose(segments: tuple[SegmentDefinition, ...], wanted: str | None) -> list[SegmentDefinition]:
     if not wanted:
         return list(segments)
@@ -57,11 +62,14 @@ def choose(segments: tuple[SegmentDefinition, ...], wanted: str | None) -> list[
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="jobs.check_segments", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--conf", default="local",
-                        help="config overlay: a path, or a name in conf/ (default: local)")
+    parser = job_parser(__doc__, "jobs.check_segments", {
+        EXIT_OK: "every segment can be built",
+        EXIT_FAILED: "at least one segment cannot be built (the reasons are printed)",
+        EXIT_INVALID: "the config, the segments file or the events source is invalid, or the environment is "
+                      "(no Java, JARs that cannot be resolved)",
+    }, conf_help="config overlay: a path, or a name in conf/ (default: local)", conf_default="local")
     parser.add_argument("--date", type=date.fromisoformat, default=None,
-                        help="run date D, YYYY-MM-DD (default: today, UTC)")
+                        help="run date D, YYYY-MM-DD (default: the day after the newest event's day)")
     parser.add_argument("--segments", default=None, help="comma-separated segment names (default: all)")
     parser.add_argument("--segments-file", default=None,
                         help="segment definitions (default: segments_file in config)")
@@ -72,7 +80,6 @@ def main(argv: list[str] | None = None) -> int:
     from segments_lib.language.segment_config import load_segments
     from segments_lib.store.session import EnvironmentProblem, build_session
 
-    run_date = args.date or datetime.now(timezone.utc).date()
     try:
         cfg = load_config(args.conf, overrides=segments_file_override(args.segments_file))
         spark = build_session(cfg.spark, app_name="check-segments")
@@ -83,13 +90,15 @@ def main(argv: list[str] | None = None) -> int:
         chosen = choose(segments, args.segments)
     except (ConfigError, CheckError, ValueError, EnvironmentProblem) as exc:
         print(f"check_segments: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_INVALID
+    run_date = args.date or default_run_date(history.last)
+    print(f"run date {run_date}" + ("" if args.date else " (the day after the newest event's day; --date to choose)"))
     print(f"events: {sum(history.event_counts.values())} rows, {len(history.event_counts)} event names, "
           f"{history.first:%Y-%m-%d %H:%M} to {history.last:%Y-%m-%d %H:%M} UTC")
     # One small Spark action per segment: each has its own snapshot, eligibility and target.
     results = [check_segment(events, segment, run_date, history) for segment in chosen]
     print(format_report(results))
-    return 0 if all(r.ok for r in results) else 1
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -7,11 +7,11 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from datetime import date
 
+from jobs.options import EXIT_FAILED, EXIT_INVALID, EXIT_OK, INVALID_MEANING, job_parser
 from segments_lib.config import ConfigError, load_config
 from segments_lib.job.results import RETRAIN_MODES
 from segments_lib.progress import configure_logging
@@ -21,12 +21,16 @@ log = logging.getLogger("jobs.demo")
 
 def main(argv: list[str] | None = None) -> int:
     configure_logging()
-    parser = argparse.ArgumentParser(prog="jobs.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--conf", default="local", help="config overlay (default: local)")
+    parser = job_parser(__doc__, "jobs.demo", {
+        EXIT_OK: "every segment ended ok, skipped or precision_unreachable",
+        EXIT_FAILED: "at least one segment failed (the summary says which and why)",
+        EXIT_INVALID: INVALID_MEANING,
+    }, conf_help="config overlay: a path, or a name in conf/ (default: local)", conf_default="local")
     parser.add_argument("--users", type=int, default=None, help="demo users (default: demo.users in config)")
     parser.add_argument("--days", type=int, default=None, help="days of history (default: demo.days)")
     parser.add_argument("--fresh", action="store_true", help="regenerate demo events even if present")
-    parser.add_argument("--retrain", choices=RETRAIN_MODES, default="auto")
+    parser.add_argument("--retrain", choices=RETRAIN_MODES, default="auto",
+                        help="as in jobs.nightly (default: auto)")
     parser.add_argument("--ground-truth", action="store_true",
                         help="also write the generator's ground truth (for benchmarks/quality.py; ~4 min)")
     args = parser.parse_args(argv)
@@ -35,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.conf)
     except ConfigError as exc:
         log.error("%s", exc)
-        return 2
+        return EXIT_INVALID
     users = args.users or cfg.demo.users
     days = args.days or cfg.demo.days
     run_date = date.fromisoformat(cfg.demo.end_date)
@@ -49,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         spark = build_session(cfg.spark, app_name="predictive-segments-demo")
     except EnvironmentProblem as exc:  # no Java, Delta JARs that cannot be resolved
         log.error("%s", exc)
-        return 2
+        return EXIT_INVALID
     if args.fresh or not tables.is_delta_table(spark, tables.events_path(cfg)):
         code = generate_demo_events.main([
             "--conf", args.conf, "--users", str(users), "--days", str(days),

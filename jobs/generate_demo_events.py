@@ -18,8 +18,8 @@ from datetime import date, timedelta
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.options import job_parser
-from segments_lib.config import load_config
+from jobs.options import EXIT_INVALID, EXIT_OK, job_parser
+from segments_lib.config import ConfigError, load_config
 from segments_lib.intake import demo
 from segments_lib.progress import StageTimer, configure_logging
 from segments_lib.store import tables
@@ -29,7 +29,10 @@ LABEL_HORIZON_DAYS = 15  # longest demo window (14 days) plus the 24 h abandonme
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = job_parser(__doc__)
+    parser = job_parser(__doc__, "jobs.generate_demo_events", {
+        EXIT_OK: "the events (and the ground truth, when asked for) were written",
+        EXIT_INVALID: "bad arguments or config (one line names the key)",
+    })
     history = parser.add_argument_group("the generated history")
     history.add_argument("--users", type=int, default=None, help="users (default: demo.users in config)")
     history.add_argument("--days", type=int, default=None, help="days of history (default: demo.days)")
@@ -64,7 +67,11 @@ class _Tally:
 def main(argv: list[str] | None = None) -> int:
     configure_logging()
     args = parse_args(argv)
-    cfg = load_config(args.conf)
+    try:
+        cfg = load_config(args.conf)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return EXIT_INVALID
     users = args.users or cfg.demo.users
     days = args.days or cfg.demo.days
     end_date = args.end_date or date.fromisoformat(cfg.demo.end_date)
@@ -100,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("  %-20s %6d positives (%.1f%%)", segment, int(labels[segment].sum()),
                      100.0 * labels[segment].mean())
     log.info("done in %.1fs: %s", timer.total, ", ".join(f"{k} {v:.1f}s" for k, v in timer.durations.items()))
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

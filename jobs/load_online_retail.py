@@ -17,8 +17,8 @@ import sys
 from datetime import date, datetime, timezone
 from pathlib import Path
 
-from jobs.options import job_parser
-from segments_lib.config import PROJECT_ROOT, load_config
+from jobs.options import EXIT_FAILED, EXIT_INVALID, EXIT_OK, INVALID_MEANING, job_parser
+from segments_lib.config import PROJECT_ROOT, ConfigError, load_config
 from segments_lib.intake import events, retail
 from segments_lib.locations import Location
 from segments_lib.progress import StageTimer, configure_logging
@@ -30,7 +30,11 @@ DEFAULT_SOURCE = PROJECT_ROOT / "data" / "online_retail.parquet"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = job_parser(__doc__)
+    parser = job_parser(__doc__, "jobs.load_online_retail", {
+        EXIT_OK: "the events were written",
+        EXIT_FAILED: "more rows were rejected than --max-rejected-share allows (the quarantine was written)",
+        EXIT_INVALID: INVALID_MEANING,
+    })
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="Online Retail Parquet file")
     parser.add_argument("--events-path", type=Location.parse, default=None,
                         help="events Delta table, a path or a URI (default: events.path)")
@@ -44,7 +48,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     configure_logging()
     args = parse_args(argv)
-    cfg = load_config(args.conf)
+    try:
+        cfg = load_config(args.conf)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return EXIT_INVALID
     run_date = args.run_date or datetime.now(timezone.utc).date()
     as_of = datetime(run_date.year, run_date.month, run_date.day, tzinfo=timezone.utc)
     events_path = args.events_path or tables.events_path(cfg)
@@ -59,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         spark = build_session(cfg.spark, app_name="load-online-retail")
     except EnvironmentProblem as exc:  # no Java, Delta JARs that cannot be resolved: the job cannot start
         log.error("%s", exc)
-        return 2
+        return EXIT_INVALID
 
     with timer.stage(f"read {args.source} and validate"):
         raw = retail.retail_to_events(spark.read.parquet(str(args.source)))
@@ -69,13 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     with timer.stage(f"write quarantine slice run_date={run_date} to {quarantine_path}"):
         tables.replace_partition(result.rejected, quarantine_path, {events.RUN_DATE: run_date},
                                  partition_by=[events.RUN_DATE])
-    events.check_rejected_share(result, rules.max_rejected_share)
+    try:
+        events.check_rejected_share(result, rules.max_rejected_share)
+    except events.TooManyRejectedError as exc:
+        log.error("%s; the rejected rows are in %s", exc, quarantine_path)
+        return EXIT_FAILED
     with timer.stage(f"write {result.counts['valid']} events to {events_path}"):
         tables.overwrite_table(result.valid, events_path, partition_by=[events.EVENT_DATE])
     conformed.unpersist()
     print(json.dumps(result.counts, indent=2))
     log.info("done in %.1fs", timer.total)
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -1,16 +1,11 @@
 """The nightly job: `python -m jobs.nightly` or `spark-submit jobs/nightly.py`, unchanged.
 
-    --date YYYY-MM-DD          run date D (default: today, UTC); features use events before D 00:00 UTC
-    --from/--to                a backfill: every night from..to, in order
-    --segments a,b             a subset of conf/segments.yaml
-    --conf local               a config overlay: a path, or a name (./conf/<name>.yaml, else the shipped one)
-    --segments-file PATH       segment definitions (default: segments_file in config; relative to the current directory)
-    --retrain auto|always|never
-    --check                    dry run: report whether each segment can be built, train nothing
+    python -m jobs.nightly --conf local --date 2026-06-01            # one night; features use events before D 00:00 UTC
+    python -m jobs.nightly --conf local --from 2026-05-01 --to 2026-05-31   # a backfill, night by night
+    python -m jobs.nightly --conf local --check                       # dry run: can each segment be built?
 
-Exit code 0 when every segment ended ok / skipped / precision_unreachable, 1 when any failed,
-2 when the job cannot start: bad arguments or config, or the environment (no Java, Delta JARs that
-cannot be resolved), with a one-line reason naming the setting to fix.
+--conf and --segments-file take a path first (relative to the current directory); a bare --conf name is
+./conf/<name>.yaml, else the shipped one.
 """
 
 from __future__ import annotations
@@ -24,6 +19,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # spark-submit runs this file as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from jobs.options import EXIT_FAILED, EXIT_INVALID, EXIT_OK, INVALID_MEANING, job_parser
 from segments_lib.config import ConfigError, load_config, segments_file_override
 from segments_lib.job.results import RETRAIN_MODES
 from segments_lib.job.runner import run_job
@@ -41,16 +37,24 @@ def _date(text: str) -> date:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="jobs.nightly", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--date", type=_date, default=None, help="run date (default: today, UTC)")
-    parser.add_argument("--from", dest="date_from", type=_date, default=None, help="first night of a backfill")
-    parser.add_argument("--to", dest="date_to", type=_date, default=None, help="last night of a backfill")
+    parser = job_parser(__doc__, "jobs.nightly", {
+        EXIT_OK: "every segment ended ok, skipped or precision_unreachable",
+        EXIT_FAILED: "at least one segment failed (the summary says which and why)",
+        EXIT_INVALID: INVALID_MEANING,
+    })
+    parser.add_argument("--date", type=_date, default=None, help="run date D, YYYY-MM-DD (default: today, UTC)")
+    parser.add_argument("--from", dest="date_from", metavar="DATE", type=_date, default=None,
+                        help="first night of a backfill")
+    parser.add_argument("--to", dest="date_to", metavar="DATE", type=_date, default=None,
+                        help="last night of a backfill")
     parser.add_argument("--segments", default=None, help="comma-separated segment names (default: all)")
-    parser.add_argument("--conf", default=None, help="config overlay: a path, or a name in conf/ (local, cluster)")
     parser.add_argument("--segments-file", default=None,
                         help="segment definitions (default: segments_file in config)")
-    parser.add_argument("--retrain", choices=RETRAIN_MODES, default="auto")
-    parser.add_argument("--check", action="store_true", help="dry run: can each segment be built?")
+    parser.add_argument("--retrain", choices=RETRAIN_MODES, default="auto",
+                        help="auto: train when there is no champion, it is retrain_every old, or drift or "
+                        "missed promises call for it; always; never: score with the champion (default: auto)")
+    parser.add_argument("--check", action="store_true", help="dry run: report whether each segment can be built, "
+                        "train nothing")
     args = parser.parse_args(argv)
     if (args.date_from is None) != (args.date_to is None):
         parser.error("--from and --to go together")
@@ -75,12 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.conf, overrides=segments_file_override(args.segments_file))
     except ConfigError as exc:
         log.error("%s", exc)
-        return 2
+        return EXIT_INVALID
     try:
         return run_job(cfg, run_dates(args), args.segments, args.retrain, check_only=args.check)
     except EnvironmentProblem as exc:  # no Java, Delta JARs that cannot be resolved: the job cannot start
         log.error("%s", exc)
-        return 2
+        return EXIT_INVALID
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # spark-submit runs this file as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from jobs.options import EXIT_INVALID, EXIT_OK, INVALID_MEANING, job_parser
 from segments_lib.config import AppConfig, ConfigError, load_config
 from segments_lib.progress import configure_logging
 from segments_lib.store.sql_server import (
@@ -44,8 +45,10 @@ READY_MESSAGE = "SQL server ready"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="jobs.sql_server", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--conf", default=None, help="config overlay: a name in conf/ (local, cluster) or a path")
+    parser = job_parser(__doc__, "jobs.sql_server", {
+        EXIT_OK: "stopped by SIGTERM or Ctrl-C, or --register-only registered the tables",
+        EXIT_INVALID: INVALID_MEANING,
+    })
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"Thrift port (default {DEFAULT_PORT})")
     parser.add_argument("--database", default=None,
@@ -109,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                                      database=args.database or base.output.catalog_database or DEFAULT_DATABASE)
     except (ConfigError, ValueError) as exc:
         log.error("%s", exc)
-        return 2
+        return EXIT_INVALID
     cfg = _server_config(base, settings)
 
     from segments_lib.store.session import EnvironmentProblem, build_session
@@ -119,12 +122,12 @@ def main(argv: list[str] | None = None) -> int:
         spark = build_session(cfg.spark, app_name="predictive-segments-sql")
     except EnvironmentProblem as exc:  # no Java, Delta JARs that cannot be resolved
         log.error("%s", exc)
-        return 2
+        return EXIT_INVALID
     registered = register_views(spark, cfg)
     log.info("registered in `%s`: %s", settings.database, ", ".join(registered) or "nothing yet (no night has run)")
     if args.register_only:
         spark.stop()
-        return 0
+        return EXIT_OK
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -137,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("stopping the SQL server")
     server.stop()
     spark.stop()
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Iterator
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -121,14 +121,33 @@ def test_job_prints_the_table_and_fails_when_a_segment_cannot_be_built(workspace
     out = capsys.readouterr().out
     assert code == 1
     lines = out.splitlines()
-    assert lines[0] == "events: 6 rows, 2 event names, 2026-02-20 00:00 to 2026-02-28 10:00 UTC"
-    header, _, buyers, big, long = lines[1:6]
+    assert lines[0] == "run date 2026-03-01"
+    assert lines[1] == "events: 6 rows, 2 event names, 2026-02-20 00:00 to 2026-02-28 10:00 UTC"
+    header, _, buyers, big, long = lines[2:7]
     assert header.split()[:3] == ["segment", "snapshot", "T"]
     assert buyers.split() == ["buyers", "2026-02-28", "2", "1", "1", "50.0%", "1/1", "met", "2026-02-24",
                               "2026-02-20", "ok"]
     assert big.split()[-1] == "BUILD" and "NOT met" in big
     assert "(too short)" in long
     assert "  big_buyers: 1 positives at 2026-02-28, fewer than training.min_positives 5" in lines
+
+
+def test_without_a_date_the_night_after_the_newest_event_day_is_checked(workspace: Path, capsys) -> None:
+    """The newest event is 2026-02-28 10:00 UTC, so the default run date is 2026-03-01 (not today, which
+    would find every segment's history stale), and the report equals the one for --date 2026-03-01."""
+    code = check_segments.main(["--segments-file", str(workspace / "segments.yaml")])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 1
+    assert lines[0] == "run date 2026-03-01 (the day after the newest event's day; --date to choose)"
+    assert check_segments.main(["--date", "2026-03-01", "--segments-file", str(workspace / "segments.yaml")]) == 1
+    assert capsys.readouterr().out.splitlines()[1:] == lines[1:]
+
+
+def test_default_run_date_is_the_utc_day_after_the_newest_event() -> None:
+    assert check_segments.default_run_date(datetime(2026, 5, 31, 23, 59, tzinfo=UTC)) == date(2026, 6, 1)
+    # 00:30 on June 1st in Berlin (UTC+2) is 22:30 UTC on May 31st.
+    berlin_summer = timezone(timedelta(hours=2))
+    assert check_segments.default_run_date(datetime(2026, 6, 1, 0, 30, tzinfo=berlin_summer)) == date(2026, 6, 1)
 
 
 def test_job_succeeds_for_a_buildable_selection(workspace: Path, capsys) -> None:
