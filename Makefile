@@ -18,6 +18,11 @@ $(RUNTIME_STAMP): setup.py
 
 $(DEV_STAMP): setup.py $(RUNTIME_STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check --no-compile -e '.[dev]'
+	@# The JDBC tests start a real PostgreSQL (tests/support/postgres.py): Debian's server package,
+	@# installed when its initdb is missing and we are root (otherwise the tests say what to install).
+	if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql; \
+	fi
 	touch $@
 
 install: $(RUNTIME_STAMP)

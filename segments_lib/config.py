@@ -23,6 +23,7 @@ import re
 import shutil
 import sys
 import tempfile
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -56,17 +57,71 @@ class EventColumns:
     user_col: str = "user_id"
     event_col: str = "event_name"
     time_col: str = "event_time"
-    value_col: str = "event_value"
+    value_col: str | None = "event_value"  # None: the source has no value column (event_value is null)
+
+
+# The formats `events.format` accepts (segments_lib/store/sources.py reads each; docs/sources.md).
+EVENT_FORMATS = ("delta", "parquet", "csv", "json", "table", "jdbc")
+FILE_FORMATS = ("delta", "parquet", "csv", "json")  # read from events.path
+TIME_UNITS = ("seconds", "milliseconds")
+# Letters of a Spark datetime pattern that read a zone or an offset: such a pattern gives zone-aware
+# times, so events.source_timezone cannot apply to them.
+_ZONE_PATTERN_LETTERS = frozenset("VzOXxZ")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# The driver class of the common databases (`jdbc:<name>:`), so a config names only the URL. Spark
+# needs the class named: a driver JAR from spark.jars is not visible to java.sql.DriverManager.
+JDBC_DRIVERS = {
+    "postgresql": "org.postgresql.Driver",
+    "mysql": "com.mysql.cj.jdbc.Driver",
+    "mariadb": "org.mariadb.jdbc.Driver",
+    "sqlserver": "com.microsoft.sqlserver.jdbc.SQLServerDriver",
+    "oracle": "oracle.jdbc.OracleDriver",
+    "db2": "com.ibm.db2.jcc.DB2Driver",
+}
+
+
+def jdbc_driver(url: str | None) -> str | None:
+    """The usual driver class for a JDBC URL, or None for a database not in JDBC_DRIVERS."""
+    match = re.match(r"^jdbc:([a-z0-9]+):", url or "")
+    return JDBC_DRIVERS.get(match.group(1)) if match else None
+
+
+# A secret written into a JDBC URL (user:password@host, ?password=..., ;password=...).
+_URL_SECRET = re.compile(r"(?i)(//[^/@]*:[^/@]*@)|([?&;]password=)")
 
 
 # Every default below lives in conf/base.yaml (docs/config-reference.md lists them); these classes only
 # name and type the parsed values.
 @dataclass(frozen=True)
+class CsvOptions:
+    header: bool
+    delimiter: str
+    quote: str
+
+
+@dataclass(frozen=True)
+class JdbcConfig:
+    url: str | None  # jdbc:postgresql://host:5432/db, never with credentials in it
+    table: str | None  # a table name; exactly one of table and query
+    query: str | None  # a SELECT whose rows are the events
+    driver: str | None  # the driver class; None: the usual one for the URL's database (JDBC_DRIVERS)
+    user_env: str | None  # names of the environment variables holding the credentials (never the values)
+    password_env: str | None
+    num_partitions: int  # parallel reads, split on the time column
+    fetch_size: int  # rows per round trip
+
+
+@dataclass(frozen=True)
 class EventsConfig:
     path: Location
-    format: str  # delta | parquet
+    format: str  # one of EVENT_FORMATS
+    table: str | None  # format table: a catalog table name
+    csv: CsvOptions
+    jdbc: JdbcConfig
     columns: EventColumns
-    source_timezone: str
+    time_format: str | None  # a Spark datetime pattern for string times; None: ISO 8601
+    time_unit: str | None  # seconds | milliseconds: numeric epoch times; None: not epoch
+    source_timezone: str | None  # zone of zone-less source times; None: they are UTC
     dedup_key: tuple[str, ...]
     allow_negative_values: bool
     max_rejected_share: float
@@ -286,22 +341,140 @@ def _parse_simple(sec: _Section, cls: type) -> Any:
     return cls(**{f.name: sec.get(f.name, hints[f.name]) for f in fields(cls)})
 
 
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    """The IANA zone names (the ones java.time, hence Spark, knows too), read once."""
+    return frozenset(zoneinfo.available_timezones())
+
+
+_OFFSET_ZONE = re.compile(r"^(?:(?:UTC|GMT|UT)?[+-]\d{1,2}(?::?\d{2})?|Z|UTC|GMT|UT)$")
+
+
+def check_timezone(value: str, source: str, key: str) -> str:
+    """A zone Spark and java.time accept: an IANA name (Europe/Berlin) or a fixed offset (+01:00, UTC)."""
+    names = _zone_names()
+    if value in names or _OFFSET_ZONE.match(value):
+        return value
+    close = difflib.get_close_matches(value, sorted(names), n=1, cutoff=0.6)
+    if not close:  # 'berlin', 'europe/paris': match the city or the case
+        lowered = {n.lower(): n for n in names}
+        by_city = {n.rsplit("/", 1)[-1].lower(): n for n in names}
+        hit = lowered.get(value.lower()) or by_city.get(value.lower().replace(" ", "_"))
+        close = [hit] if hit else []
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise ConfigError(f"{source}: '{key}' is not a known time zone: {value!r}{hint}; use an IANA name such as "
+                      "Europe/Berlin, an offset such as +01:00, or null for UTC")
+
+
+def pattern_has_zone(pattern: str) -> bool:
+    """Whether a Spark datetime pattern reads a zone or an offset (letters outside 'quoted' text)."""
+    unquoted = re.sub(r"'[^']*'", "", pattern)
+    return any(ch in _ZONE_PATTERN_LETTERS for ch in unquoted)
+
+
+def _parse_columns(sec: _Section) -> EventColumns:
+    names = {f.name: sec.get(f.name, str) for f in fields(EventColumns) if f.name != "value_col"}
+    # value_col may be null (no value column) although base.yaml names one: read it by hand.
+    if "value_col" not in sec.data:
+        sec.get("value_col", str)  # the missing-key error
+    value_col = sec.data["value_col"]
+    if value_col is not None and not isinstance(value_col, str):
+        raise ConfigError(f"{sec.source}: '{sec._key('value_col')}' must be a column name or null, "
+                          f"found {value_col!r}")
+    return EventColumns(**names, value_col=value_col)
+
+
+def _parse_csv(sec: _Section) -> CsvOptions:
+    options = _parse_simple(sec, CsvOptions)
+    for key in ("delimiter", "quote"):
+        if len(getattr(options, key)) != 1:
+            raise ConfigError(f"{sec.source}: '{sec._key(key)}' must be one character, "
+                              f"found {getattr(options, key)!r}")
+    return options
+
+
+def _parse_jdbc(sec: _Section, fmt: str) -> JdbcConfig:
+    jdbc = JdbcConfig(
+        url=sec.get("url", str), table=sec.get("table", str), query=sec.get("query", str),
+        driver=sec.get("driver", str),
+        user_env=sec.get("user_env", str), password_env=sec.get("password_env", str),
+        num_partitions=sec.get("num_partitions", int), fetch_size=sec.get("fetch_size", int),
+    )
+    for key in ("user_env", "password_env"):
+        name = getattr(jdbc, key)
+        if name is not None and not _ENV_NAME.match(name):
+            raise ConfigError(f"{sec.source}: '{sec._key(key)}' names an environment variable (such as "
+                              f"EVENTS_DB_PASSWORD), not a value; found a value that is not a variable name")
+    if jdbc.num_partitions < 1 or jdbc.fetch_size < 1:
+        raise ConfigError(f"{sec.source}: '{sec._key('num_partitions')}' and '{sec._key('fetch_size')}' "
+                          "must be at least 1")
+    if jdbc.url is not None and _URL_SECRET.search(jdbc.url):
+        # The URL is logged and described; a secret in it would be too. Credentials come from the
+        # environment variables the config names.
+        raise ConfigError(f"{sec.source}: '{sec._key('url')}' must not hold credentials: set "
+                          f"'{sec._key('user_env')}' and '{sec._key('password_env')}' to the names of "
+                          "environment variables that hold them")
+    if fmt != "jdbc":
+        return jdbc
+    if not jdbc.url:
+        raise ConfigError(f"{sec.source}: events.format is jdbc but '{sec._key('url')}' is not set "
+                          "(e.g. jdbc:postgresql://host:5432/analytics)")
+    if not jdbc.url.startswith("jdbc:"):
+        raise ConfigError(f"{sec.source}: '{sec._key('url')}' must start with jdbc:, found {jdbc.url!r}")
+    if jdbc.driver is None and jdbc_driver(jdbc.url) is None:
+        raise ConfigError(f"{sec.source}: no known JDBC driver for {jdbc.url.split('//')[0]} URLs: set "
+                          f"'{sec._key('driver')}' to the driver's class name (its JAR in spark.extra_packages)")
+    if (jdbc.table is None) == (jdbc.query is None):
+        raise ConfigError(f"{sec.source}: events.format is jdbc: set exactly one of '{sec._key('table')}' "
+                          f"and '{sec._key('query')}'")
+    return jdbc
+
+
 def _parse_events(sec: _Section, workspace: Location) -> EventsConfig:
-    columns = _parse_simple(sec.section("columns"), EventColumns)
+    source = sec.source
+    columns = _parse_columns(sec.section("columns"))
     fmt = sec.get("format", str)
-    if fmt not in ("delta", "parquet"):
-        raise ConfigError(f"{sec.source}: 'events.format' must be delta or parquet, found {fmt!r}")
+    if fmt not in EVENT_FORMATS:
+        raise ConfigError(f"{source}: 'events.format' must be one of {', '.join(EVENT_FORMATS)}, "
+                          f"found {fmt!r}{suggest(fmt, EVENT_FORMATS)}")
+    table = sec.get("table", str)
+    if fmt == "table" and not table:
+        raise ConfigError(f"{source}: events.format is table but 'events.table' is not set "
+                          "(a catalog table name such as analytics.events)")
+    time_format, time_unit = sec.get("time_format", str), sec.get("time_unit", str)
+    zone = sec.get("source_timezone", str)
+    if zone is not None:
+        check_timezone(zone, source, "events.source_timezone")
+    if time_unit is not None:
+        if time_unit not in TIME_UNITS:
+            raise ConfigError(f"{source}: 'events.time_unit' must be seconds, milliseconds or null, "
+                              f"found {time_unit!r}{suggest(time_unit, TIME_UNITS)}")
+        if time_format is not None:
+            raise ConfigError(f"{source}: set one of 'events.time_unit' (epoch numbers) and "
+                              "'events.time_format' (a datetime pattern), not both")
+        if zone is not None:
+            raise ConfigError(f"{source}: 'events.source_timezone' is {zone!r} but events.time_unit is set: "
+                              "epoch times are UTC by definition; set events.source_timezone to null")
+    if time_format is not None and zone is not None and pattern_has_zone(time_format):
+        raise ConfigError(f"{source}: 'events.source_timezone' is {zone!r} but events.time_format "
+                          f"{time_format!r} reads a zone or offset: the times carry their own zone; "
+                          "set events.source_timezone to null")
     share = sec.get("max_rejected_share", float)
     if not 0.0 <= share <= 1.0:
-        raise ConfigError(f"{sec.source}: 'events.max_rejected_share' must be in [0, 1], found {share}")
+        raise ConfigError(f"{source}: 'events.max_rejected_share' must be in [0, 1], found {share}")
     late_days = sec.get("late_days", int)
     if late_days < 0:
-        raise ConfigError(f"{sec.source}: 'events.late_days' must be 0 or more, found {late_days}")
+        raise ConfigError(f"{source}: 'events.late_days' must be 0 or more, found {late_days}")
     return EventsConfig(
         path=_location(sec, "path", workspace),
         format=fmt,
+        table=table,
+        csv=_parse_csv(sec.section("csv")),
+        jdbc=_parse_jdbc(sec.section("jdbc"), fmt),
         columns=columns,
-        source_timezone=sec.get("source_timezone", str),
+        time_format=time_format,
+        time_unit=time_unit,
+        source_timezone=zone,
         dedup_key=tuple(str(c) for c in sec.get("dedup_key", list)),
         allow_negative_values=sec.get("allow_negative_values", bool),
         max_rejected_share=share,

@@ -11,6 +11,7 @@ import pytest
 from pyspark.sql import DataFrame
 
 from segments_lib.config import AppConfig, load_config
+from segments_lib.store.sources import POSTGRES_DRIVER
 
 os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
 
@@ -68,7 +69,9 @@ def session_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def spark(session_workspace: Path):
     from segments_lib.store.session import build_session
 
-    cfg = make_config(session_workspace)
+    # The PostgreSQL JDBC driver joins Delta's JARs (resolved once and cached): tests/test_sources.py
+    # runs a JDBC night in this session, which is far cheaper than a subprocess night with its own JVM.
+    cfg = make_config(session_workspace, spark={"extra_packages": [POSTGRES_DRIVER]})
     session = build_session(cfg.spark, app_name="segments-tests")
     yield session
     session.stop()

@@ -36,7 +36,7 @@ segments:
 
 
 def validated(spark, rows: list[tuple], cfg: AppConfig, schema: str = RAW_SCHEMA,
-              source_timezone: str = "UTC") -> ev.ValidationResult:
+              source_timezone: str | None = None) -> ev.ValidationResult:
     conformed = ev.conform(spark.createDataFrame(rows, schema), cfg.events.columns, source_timezone)
     return ev.validate(conformed, T, ev.ValidationRules.from_config(cfg.events), run_date=RUN_DATE)
 

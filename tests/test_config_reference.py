@@ -19,9 +19,11 @@ from segments_lib.config import (
     OPEN_SECTIONS,
     AppConfig,
     ConfigError,
+    CsvOptions,
     DemoConfig,
     EventColumns,
     EventsConfig,
+    JdbcConfig,
     MlflowConfig,
     NightlyConfig,
     OutputConfig,
@@ -75,7 +77,8 @@ def test_every_key_of_base_yaml_is_on_the_page_with_its_default_and_a_comment() 
     # a few rows by hand: key, default as YAML, the comment written next to it
     assert "| `demo.users` | `10000` | demo users generated |" in page
     assert "| `spark.master` | `null` | null: local[*], unless spark-submit already set one" in page
-    assert "| `events.format` | `delta` | delta \\| parquet |" in page
+    assert "| `events.format` | `delta` | delta \\| parquet \\| csv \\| json \\| table \\| jdbc |" in page
+    assert "| `events.source_timezone` | `null` | Zone of zone-less times" in page
     assert "Default: `conf/segments.yaml`." in page
 
 
@@ -92,6 +95,8 @@ SECTIONS = {
     (): (AppConfig, {"sources"}),
     ("events",): (EventsConfig, set()),
     ("events", "columns"): (EventColumns, set()),
+    ("events", "csv"): (CsvOptions, set()),
+    ("events", "jdbc"): (JdbcConfig, set()),
     ("output",): (OutputConfig, set()),
     ("mlflow",): (MlflowConfig, set()),
     ("spark",): (SparkConfig, set()),

@@ -30,7 +30,7 @@ RAW_SCHEMA = T.StructType([
 
 
 def _events(spark, rows):
-    return conform(spark.createDataFrame(rows, RAW_SCHEMA), EventColumns(), "UTC")
+    return conform(spark.createDataFrame(rows, RAW_SCHEMA), EventColumns())
 
 
 VALID_COLUMNS = ("user_id", "event_name", "event_time", "event_value")
@@ -40,7 +40,7 @@ def test_conform_maps_columns_converts_london_time_to_utc_and_keeps_extras(spark
     schema = T.StructType([
         T.StructField("external_id", T.LongType()),
         T.StructField("action", T.StringType()),
-        T.StructField("ts", T.TimestampType()),
+        T.StructField("ts", T.TimestampNTZType()),  # wall-clock London times, no zone
         T.StructField("amount", T.IntegerType()),
         T.StructField("country", T.StringType()),
     ])
@@ -76,18 +76,18 @@ def test_conform_missing_required_column_names_column_and_expected_type(spark) -
     source = spark.createDataFrame([("u1", "Open App")], "user_id string, event_name string")
     with pytest.raises(EventSchemaError, match=r"lacks required column 'ts' \(mapped to 'event_time', "
                                                r"expected timestamp"):
-        conform(source, EventColumns(time_col="ts"), "UTC")
+        conform(source, EventColumns(time_col="ts"))
 
 
 def test_conform_uncastable_type_names_column_expected_and_found(spark) -> None:
     source = spark.createDataFrame([("u1", "Open App", True)], "user_id string, event_name string, event_time boolean")
     with pytest.raises(EventSchemaError, match=r"'event_time' \(mapped to 'event_time'\) has type boolean; "
                                                r"expected timestamp"):
-        conform(source, EventColumns(), "UTC")
+        conform(source, EventColumns())
     arrays = spark.createDataFrame([(["u1"], "Open App", AS_OF)], "user_id array<string>, event_name string, "
                                                                    "event_time timestamp")
     with pytest.raises(EventSchemaError, match=r"'user_id'.*has type array<string>; expected string"):
-        conform(arrays, EventColumns(), "UTC")
+        conform(arrays, EventColumns())
 
 
 def test_validate_quarantines_each_null_key_column_future_and_negative_rows(spark) -> None:
@@ -105,7 +105,8 @@ def test_validate_quarantines_each_null_key_column_future_and_negative_rows(spar
     result = validate(events, AS_OF, ValidationRules())
 
     assert result.counts == {"null_user_id": 2, "null_event_name": 1, "null_event_time": 1, "future_event": 1,
-                             "negative_value": 1, "duplicates_removed": 0, "total": 8, "valid": 2}
+                             "negative_value": 1, "bad_event_value": 0, "duplicates_removed": 0, "total": 8,
+                             "valid": 2}
     assert_rows_equal(result.valid, [("u1", "Open App", t, None), ("u5", "Open App", datetime(2026, 6, 1), None)],
                       columns=VALID_COLUMNS)
     assert result.valid.columns == ["user_id", "event_name", "event_time", "event_value", "event_date"]
@@ -158,7 +159,8 @@ def test_rejected_share_over_limit_fails_with_counts_per_reason(spark) -> None:
     result = validate(_events(spark, rows), AS_OF, ValidationRules())
     with pytest.raises(TooManyRejectedError, match=r"2 of 10 events rejected \(20.0%\), above the allowed 5.0%; "
                                                    r"per reason: null_user_id=1, null_event_name=0, "
-                                                   r"null_event_time=0, future_event=1, negative_value=0"):
+                                                   r"null_event_time=0, future_event=1, negative_value=0, "
+                                                   r"bad_event_value=0"):
         check_rejected_share(result, 0.05)
     check_rejected_share(result, 0.20)  # exactly at the limit passes
 
@@ -167,7 +169,7 @@ def test_extra_columns_carried_to_quarantine_and_rules_from_config(spark, tmp_pa
     schema = T.StructType([*RAW_SCHEMA.fields, T.StructField("invoice_no", T.StringType())])
     t = datetime(2026, 5, 31, 10, 0)
     source = spark.createDataFrame([("u1", "Open App", t, None, "A1"), (None, "Open App", t, None, "A2")], schema)
-    result = validate(conform(source, EventColumns(), "UTC"), AS_OF, ValidationRules())
+    result = validate(conform(source, EventColumns()), AS_OF, ValidationRules())
     assert [(r.invoice_no, r.reason) for r in result.rejected.collect()] == [("A2", "null_user_id")]
     assert result.rejected.columns[-3:] == ["invoice_no", "reason", "run_date"]
 

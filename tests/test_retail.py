@@ -61,7 +61,8 @@ def test_retail_mess_is_quarantined_deduplicated_and_times_are_utc(spark) -> Non
     result = events.validate(conformed, AS_OF, events.ValidationRules(dedup_key=retail.RETAIL_DEDUP_KEY))
 
     assert result.counts == {"null_user_id": 2, "null_event_name": 0, "null_event_time": 0, "future_event": 0,
-                             "negative_value": 0, "duplicates_removed": 1, "total": 9, "valid": 6}
+                             "negative_value": 0, "bad_event_value": 0, "duplicates_removed": 1, "total": 9,
+                             "valid": 6}
     valid = sorted((r.user_id, r.event_name, r.event_time, r.event_value, r.event_date)
                    for r in result.valid.collect())
     summer_utc, winter_utc = datetime(2011, 6, 1, 11, 0), datetime(2011, 1, 5, 9, 30)
@@ -108,5 +109,5 @@ def test_real_online_retail_file_counts(spark) -> None:
     # (22,064 sales + 3,836 cancellations, counted with pandas). Without a customer: 134,697 sale lines,
     # 3,528 sale invoices and 182 cancellations = 138,407 rows. Exact repeated lines: 5,194.
     assert result.counts == {"null_user_id": 138_407, "null_event_name": 0, "null_event_time": 0,
-                             "future_event": 0, "negative_value": 0, "duplicates_removed": 5_194,
+                             "future_event": 0, "negative_value": 0, "bad_event_value": 0, "duplicates_removed": 5_194,
                              "total": 558_521, "valid": 414_920}

@@ -16,7 +16,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from segments_lib.config import EventColumns, EventsConfig
+from segments_lib.config import EventColumns, EventsConfig, pattern_has_zone
 
 CONTRACT_COLUMNS = ("user_id", "event_name", "event_time", "event_value", "event_date")
 USER_ID, EVENT_NAME, EVENT_TIME, EVENT_VALUE, EVENT_DATE = CONTRACT_COLUMNS
@@ -32,8 +32,11 @@ EVENT_SCHEMA = T.StructType([
 REASON = "reason"
 RUN_DATE = "run_date"
 # Why a row is quarantined, in the order `_reason` checks them (a row gets the first that applies).
-REASONS = ("null_user_id", "null_event_name", "null_event_time", "future_event", "negative_value")
-NULL_USER_ID, NULL_EVENT_NAME, NULL_EVENT_TIME, FUTURE_EVENT, NEGATIVE_VALUE = REASONS
+# A time that does not parse is null after `conform`, hence null_event_time; a value that does not
+# parse (or is NaN or infinite) is bad_event_value.
+REASONS = ("null_user_id", "null_event_name", "null_event_time", "future_event", "negative_value",
+           "bad_event_value")
+NULL_USER_ID, NULL_EVENT_NAME, NULL_EVENT_TIME, FUTURE_EVENT, NEGATIVE_VALUE, BAD_EVENT_VALUE = REASONS
 DUPLICATES_REMOVED = "duplicates_removed"
 
 _NUMERIC = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
@@ -43,16 +46,23 @@ _INTEGRAL = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.DecimalType)
 _ACCEPTED: Mapping[str, tuple[type, ...]] = {
     USER_ID: (T.StringType, *_INTEGRAL),
     EVENT_NAME: (T.StringType,),
-    EVENT_TIME: (T.TimestampType, T.TimestampNTZType, T.DateType, T.StringType),
+    EVENT_TIME: (T.TimestampType, T.TimestampNTZType, T.DateType, T.StringType, *_NUMERIC),
     EVENT_VALUE: (*_NUMERIC, T.StringType),
 }
 _EXPECTED_TEXT = {
     USER_ID: "string (or an integer id)",
     EVENT_NAME: "string",
-    EVENT_TIME: "timestamp (or timestamp_ntz, date, or a parseable string)",
+    EVENT_TIME: "timestamp (or timestamp_ntz, date, a parseable string, or epoch numbers with events.time_unit)",
     EVENT_VALUE: "double (or any numeric, or a parseable string)",
 }
 _MICROS_PER_DAY = 86_400 * 1_000_000
+# Epoch numbers beyond year 9999 (either way) cannot be a timestamp: null (null_event_time), not an overflow.
+_MAX_EPOCH_SECONDS = 253_402_300_799
+# The end of a time string that names its own instant: Z, an offset (+01:00, -0500), UTC/GMT with or
+# without an offset, or a region id (2026-03-01T10:00:00 Europe/Berlin). It must follow a clock time,
+# so a date's "-01" is not taken for an offset.
+_EXPLICIT_ZONE = (r"\d:\d{2}(:\d{2}(\.\d+)?)?\s*([zZ]|[+-]\d{1,2}(:?\d{2}){0,2}|(UTC|GMT|UT)([+-]\d{1,2}(:?\d{2})?)?"
+                  r"|\[?[A-Za-z]+/[A-Za-z_+/-]+\]?)$")
 
 
 class EventSchemaError(ValueError):
@@ -80,30 +90,120 @@ def _check_type(contract_col: str, source_col: str, found: T.DataType) -> None:
         )
 
 
-def _as_utc_timestamp(col: Column, found: T.DataType, source_timezone: str) -> Column:
-    ts = col.try_cast(T.TimestampType()) if isinstance(found, T.StringType) else col.cast(T.TimestampType())
-    if source_timezone.upper() in ("UTC", "Z", "ETC/UTC", "GMT"):
-        return ts
-    # Source times are wall-clock times in source_timezone without an offset; read them as such.
-    return F.to_utc_timestamp(ts, source_timezone)
+@dataclass(frozen=True)
+class TimeRules:
+    """How the source's time column is read: `events.time_format`, `events.time_unit`,
+    `events.source_timezone` (None: zone-less times are UTC)."""
+    time_format: str | None = None
+    time_unit: str | None = None
+    source_timezone: str | None = None
+
+    @classmethod
+    def from_config(cls, events: EventsConfig) -> TimeRules:
+        return cls(events.time_format, events.time_unit, events.source_timezone)
 
 
-def conform(df: DataFrame, columns: EventColumns, source_timezone: str) -> DataFrame:
+def _zone_less_to_utc(wall_clock: Column, source_timezone: str | None) -> Column:
+    """A timestamp_ntz (a wall-clock time) read in `source_timezone` (None: UTC) → its UTC instant.
+
+    convert_timezone moves the wall clock into the session's zone, where the cast to timestamp reads it:
+    the result does not depend on the session time zone.
+    """
+    return F.convert_timezone(F.lit(source_timezone or "UTC"), F.current_timezone(), wall_clock).cast(
+        T.TimestampType())
+
+
+def _epoch_to_utc(col: Column, found: T.DataType, unit: str) -> Column:
+    # Text epochs (CSV, JSON strings) parse as decimals; what does not parse, or lies beyond year 9999,
+    # is null and quarantined as null_event_time.
+    number = col.try_cast(T.DecimalType(38, 6)) if isinstance(found, T.StringType) else col.cast(
+        T.DecimalType(38, 6))
+    seconds = number / F.lit(1000) if unit == "milliseconds" else number
+    in_range = F.abs(seconds) <= F.lit(_MAX_EPOCH_SECONDS)
+    return F.when(in_range, F.timestamp_micros((seconds * F.lit(1_000_000)).cast(T.LongType())))
+
+
+def _string_to_utc(col: Column, rules: TimeRules) -> Column:
+    if rules.time_format is not None:
+        parsed = F.try_to_timestamp(col, F.lit(rules.time_format))
+        if pattern_has_zone(rules.time_format):
+            return parsed  # the pattern reads the zone: each value names its instant
+        # A zone-less pattern parses in the session zone; back to the wall clock, then to UTC.
+        return _zone_less_to_utc(parsed.cast(T.TimestampNTZType()), rules.source_timezone)
+    # ISO 8601. A value with its own offset or zone keeps it (the source said which instant it is);
+    # source_timezone applies only to the values without one.
+    explicit = F.trim(col).rlike(_EXPLICIT_ZONE)
+    return F.when(explicit, col.try_cast(T.TimestampType())).otherwise(
+        _zone_less_to_utc(col.try_cast(T.TimestampNTZType()), rules.source_timezone))
+
+
+def _as_utc_timestamp(col: Column, source_col: str, found: T.DataType, rules: TimeRules) -> Column:
+    """The source time column as a UTC timestamp, by its type and the time rules (docs/sources.md)."""
+    is_numeric = isinstance(found, _NUMERIC)
+    if is_numeric and rules.time_unit is None:
+        raise EventSchemaError(
+            f"events column '{source_col}' (mapped to 'event_time') holds numbers ({found.simpleString()}): "
+            "set events.time_unit to seconds or milliseconds if they are epoch times")
+    if rules.time_unit is not None:
+        if not (is_numeric or isinstance(found, T.StringType)):
+            raise EventSchemaError(
+                f"events.time_unit is {rules.time_unit} but events column '{source_col}' (mapped to "
+                f"'event_time') has type {found.simpleString()}, not epoch numbers: set events.time_unit to null")
+        return _epoch_to_utc(col, found, rules.time_unit)
+    if rules.time_format is not None and not isinstance(found, T.StringType):
+        raise EventSchemaError(
+            f"events.time_format is set but events column '{source_col}' (mapped to 'event_time') has type "
+            f"{found.simpleString()}, not text: set events.time_format to null")
+    if isinstance(found, T.TimestampType):
+        if rules.source_timezone is not None:
+            raise EventSchemaError(
+                f"events column '{source_col}' (mapped to 'event_time') is a zone-aware timestamp, but "
+                f"events.source_timezone is {rules.source_timezone!r}: it applies only to zone-less times "
+                "(timestamp_ntz, date, text without an offset); set events.source_timezone to null")
+        return col
+    if isinstance(found, T.TimestampNTZType):
+        return _zone_less_to_utc(col, rules.source_timezone)
+    if isinstance(found, T.DateType):
+        return _zone_less_to_utc(col.cast(T.TimestampNTZType()), rules.source_timezone)  # midnight there
+    return _string_to_utc(col, rules)
+
+
+def _value(col: Column, found: T.DataType | None) -> Column:
+    if found is None:
+        return F.lit(None).cast(T.DoubleType())
+    if isinstance(found, T.StringType):
+        parsed = col.try_cast(T.DoubleType())
+        # Text that is not a number is a bad value, not an absent one: NaN here, bad_event_value in
+        # validate (which also catches NaN and infinite numbers from numeric sources).
+        return F.when(col.isNotNull() & parsed.isNull(), F.lit(float("nan"))).otherwise(parsed)
+    return col.cast(T.DoubleType())
+
+
+def conform(df: DataFrame, columns: EventColumns, source_timezone: str | None = None, *,
+            time_format: str | None = None, time_unit: str | None = None) -> DataFrame:
     """Map source columns onto the events contract: names, types, UTC times and `event_date`.
 
-    User, event and time columns are required; a missing value column gives null values (a source
-    without amounts is still a valid source). Other source columns are carried along after the
-    contract columns. Raises `EventSchemaError` before anything is computed or written.
+    User, event and time columns are required. `columns.value_col` None means the source has no value
+    column (event_value null); so does a source without a column of the default name `event_value`,
+    while a value column named otherwise must exist. Times (docs/sources.md): zone-aware timestamps
+    as they are; timestamp_ntz, dates and text without an offset in `source_timezone` (None: UTC);
+    text with an offset keeps it; `time_format` parses text with a Spark datetime pattern;
+    `time_unit` (seconds | milliseconds) reads epoch numbers. Other source columns are carried along
+    after the contract columns. Raises `EventSchemaError` before anything is computed or written.
     """
+    rules = TimeRules(time_format, time_unit, source_timezone)
     mapping = {USER_ID: columns.user_col, EVENT_NAME: columns.event_col, EVENT_TIME: columns.time_col,
                EVENT_VALUE: columns.value_col}
     found: dict[str, T.DataType | None] = {}
     for contract_col, source_col in mapping.items():
-        source_type = _source_type(df, source_col)
-        if source_type is None and contract_col != EVENT_VALUE:
+        source_type = _source_type(df, source_col) if source_col is not None else None
+        optional = contract_col == EVENT_VALUE and source_col in (None, EventColumns().value_col)
+        if source_type is None and not optional:
+            extra = (" (events.columns.value_col: null if the source has no value column)"
+                     if contract_col == EVENT_VALUE else "")
             raise EventSchemaError(
                 f"events source lacks required column '{source_col}' (mapped to '{contract_col}', "
-                f"expected {_EXPECTED_TEXT[contract_col]}); columns found: {', '.join(df.columns)}"
+                f"expected {_EXPECTED_TEXT[contract_col]}){extra}; columns found: {', '.join(df.columns)}"
             )
         if source_type is not None:
             _check_type(contract_col, source_col, source_type)
@@ -113,9 +213,9 @@ def conform(df: DataFrame, columns: EventColumns, source_timezone: str) -> DataF
         source = F.col(f"`{mapping[contract_col]}`")
         return source.try_cast(target) if isinstance(found[contract_col], T.StringType) else source.cast(target)
 
-    event_time = _as_utc_timestamp(F.col(f"`{columns.time_col}`"), found[EVENT_TIME], source_timezone)
-    value = cast(EVENT_VALUE, T.DoubleType()) if found[EVENT_VALUE] is not None else F.lit(None).cast("double")
-    mapped_sources = set(mapping.values())
+    event_time = _as_utc_timestamp(F.col(f"`{columns.time_col}`"), columns.time_col, found[EVENT_TIME], rules)
+    value = _value(F.col(f"`{columns.value_col}`") if found[EVENT_VALUE] else F.lit(None), found[EVENT_VALUE])
+    mapped_sources = {c for c in mapping.values() if c is not None}
     extras = [c for c in df.columns if c not in mapped_sources and c not in CONTRACT_COLUMNS]
     return df.select(
         cast(USER_ID, T.StringType()).alias(USER_ID),
@@ -125,6 +225,12 @@ def conform(df: DataFrame, columns: EventColumns, source_timezone: str) -> DataF
         utc_date(event_time).alias(EVENT_DATE),
         *[F.col(f"`{c}`") for c in extras],
     )
+
+
+def conform_events(df: DataFrame, events: EventsConfig) -> DataFrame:
+    """`conform` with every rule of the config's events section (columns, time format/unit, zone)."""
+    return conform(df, events.columns, events.source_timezone, time_format=events.time_format,
+                   time_unit=events.time_unit)
 
 
 @dataclass(frozen=True)
@@ -161,9 +267,11 @@ def _reason(as_of: datetime, rules: ValidationRules) -> Column:
         .when(F.col(EVENT_TIME).isNull(), F.lit(NULL_EVENT_TIME))
         .when(F.col(EVENT_TIME) > F.lit(as_of), F.lit(FUTURE_EVENT))
     )
+    bad_value = F.isnan(F.col(EVENT_VALUE)) | F.col(EVENT_VALUE).isin(float("inf"), float("-inf"))
     if not rules.allow_negative_values:
+        # NaN sorts above every number in Spark, so a NaN is never "negative": bad_event_value below.
         reason = reason.when(F.col(EVENT_VALUE) < 0, F.lit(NEGATIVE_VALUE))
-    return reason
+    return reason.when(bad_value, F.lit(BAD_EVENT_VALUE))
 
 
 def _as_utc(as_of: datetime) -> datetime:

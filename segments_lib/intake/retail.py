@@ -48,7 +48,9 @@ def retail_to_events(df: DataFrame) -> DataFrame:
         raise ValueError(f"Online Retail source lacks columns {', '.join(missing)}; found {', '.join(df.columns)}")
     lines = df.select(
         _customer_id(df).alias("customer_id"),
-        F.col("InvoiceDate").alias("invoice_time"),
+        # UK wall-clock times without a zone: timestamp_ntz says so, and conform reads them in
+        # RETAIL_TIMEZONE (a zone-aware timestamp would refuse a source zone).
+        F.col("InvoiceDate").cast("timestamp_ntz").alias("invoice_time"),
         (F.col("Quantity").cast("double") * F.col("UnitPrice").cast("double")).alias("value"),
         F.col("InvoiceNo").cast("string").alias("invoice_no"),
         F.col("StockCode").cast("string").alias("stock_code"),

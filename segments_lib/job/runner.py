@@ -41,8 +41,9 @@ from segments_lib.language.dry_run import EventsHistory, check_segment, format_r
 from segments_lib.language.eligibility import as_utc
 from segments_lib.language.segment_config import SegmentConfigError, load_segments
 from segments_lib.progress import StageTimer
-from segments_lib.store import filesystem, tables
+from segments_lib.store import tables
 from segments_lib.store.session import build_session
+from segments_lib.store.sources import SourceError, read_events_source
 from segments_lib.store.store_check import mask_uri, tracking_store_refusal
 from segments_lib.store.tracking import configure_mlflow
 
@@ -54,24 +55,13 @@ class JobError(RuntimeError):
 
 
 def read_source_events(spark: SparkSession, cfg: AppConfig) -> tuple[DataFrame, int | None]:
-    """The configured events source and its Delta version (None for Parquet); a missing or unreachable
-    location is a JobError naming events.path."""
-    path = tables.events_path(cfg)
+    """The configured events source and its Delta version (None for other formats); a missing or
+    unreachable source is a JobError naming events.path (events.table, events.jdbc.url)."""
     try:
-        found = filesystem.exists(spark, path, "events.path")
-    except filesystem.StorageError as exc:
+        source = read_events_source(spark, cfg.events)
+    except SourceError as exc:
         raise JobError(str(exc)) from exc
-    if cfg.events.format == "parquet":
-        if not found:
-            raise JobError(f"events table not found: no Parquet data at {path} (events.path in config)")
-        return spark.read.parquet(str(path)), None
-    if not found or not tables.is_delta_table(spark, path):
-        raise JobError(
-            f"events table not found: no Delta table at {path} (events.path in config). "
-            "Generate demo data with `python -m jobs.generate_demo_events` or point events.path at your table."
-        )
-    version = tables.delta_version(spark, path)
-    return tables.read_delta(spark, path, version=version), version
+    return source.frame, source.version
 
 
 def prepare_events(spark: SparkSession, cfg: AppConfig, quarantine_date: date) -> PreparedEvents:
