@@ -18,6 +18,8 @@ import itertools
 import logging
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
@@ -156,6 +158,21 @@ def describe_jdbc(events: EventsConfig) -> str:
     return f"jdbc {url} {what}"
 
 
+@contextmanager
+def _quiet_bridge() -> Iterator[None]:
+    """py4j logs every command it sends to the JVM at DEBUG, option values included: while the
+    credentials cross, its loggers stay at INFO or above, so a DEBUG log never holds the password."""
+    loggers = [logging.getLogger(name) for name in ("py4j", "py4j.clientserver", "py4j.java_gateway")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.INFO))
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 class _Scrubbed:
     """Replaces the secret values in text that may quote them (a driver's error message)."""
 
@@ -211,29 +228,30 @@ def _read_jdbc(spark: SparkSession, events: EventsConfig, since: datetime | None
                     f"(PostgreSQL: {POSTGRES_DRIVER})")
         return SourceError(f"cannot read events from {description} (events.jdbc.url in config): {reason}{hint}")
 
-    try:
-        probe = reader(dbtable=dbtable).load()  # the schema only: the database runs the query WHERE 1=0
-        kind = next((f.dataType for f in probe.schema.fields if f.name == time_col), None)
-        partitionable = isinstance(kind, (T.TimestampType, T.TimestampNTZType, T.DateType, *_NUMERIC))
-        if not partitionable:  # text times (or no time column: conform says so): one plain read
-            return SourceEvents(probe, None, description)
-        window = _window_bounds(kind, events.time_unit, since, until)
-        bounds = _min_max(reader, spark, dbtable, time_col, jdbc.url, kind) if None in window else (None, None)
-        low = window[0] if window[0] is not None else bounds[0]
-        high = window[1] if window[1] is not None else bounds[1]
-        if low is None or high is None:  # an empty table: nothing to split
-            return SourceEvents(probe, None, description)
-        if isinstance(kind, T.TimestampNTZType):
-            # Spark cannot split on a timestamp_ntz column itself: the same ranges as WHERE predicates.
-            frame = reader(dbtable=dbtable).load() if jdbc.num_partitions == 1 else _read_predicates(
-                spark, events, secrets, dbtable, _quoted(spark, jdbc.url, time_col), low, high)
-        else:
-            frame = reader(dbtable=dbtable, partitionColumn=time_col, lowerBound=low, upperBound=high,
-                           numPartitions=jdbc.num_partitions).load()
-    except SourceError:
-        raise
-    except Exception as exc:
-        raise failed(exc) from exc
+    with _quiet_bridge():  # the credentials are among the reader's options
+        try:
+            probe = reader(dbtable=dbtable).load()  # the schema only: the database runs the query WHERE 1=0
+            kind = next((f.dataType for f in probe.schema.fields if f.name == time_col), None)
+            partitionable = isinstance(kind, (T.TimestampType, T.TimestampNTZType, T.DateType, *_NUMERIC))
+            if not partitionable:  # text times (or no time column: conform says so): one plain read
+                return SourceEvents(probe, None, description)
+            window = _window_bounds(kind, events.time_unit, since, until)
+            bounds = _min_max(reader, spark, dbtable, time_col, jdbc.url, kind) if None in window else (None, None)
+            low = window[0] if window[0] is not None else bounds[0]
+            high = window[1] if window[1] is not None else bounds[1]
+            if low is None or high is None:  # an empty table: nothing to split
+                return SourceEvents(probe, None, description)
+            if isinstance(kind, T.TimestampNTZType):
+                # Spark cannot split on a timestamp_ntz column itself: the same ranges as WHERE predicates.
+                frame = reader(dbtable=dbtable).load() if jdbc.num_partitions == 1 else _read_predicates(
+                    spark, events, secrets, dbtable, _quoted(spark, jdbc.url, time_col), low, high)
+            else:
+                frame = reader(dbtable=dbtable, partitionColumn=time_col, lowerBound=low, upperBound=high,
+                               numPartitions=jdbc.num_partitions).load()
+        except SourceError:
+            raise
+        except Exception as exc:
+            raise failed(exc) from exc
     # Pushed down into the database's WHERE; the partition bounds only split the read.
     frame = _where_window(frame, time_col, kind, window)
     log.info("events from %s: %d partitions on %s between %s and %s", description, jdbc.num_partitions, time_col,
