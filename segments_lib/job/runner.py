@@ -20,7 +20,7 @@ from segments_lib.intake.events import (
     TooManyRejectedError,
     ValidationRules,
     check_rejected_share,
-    conform,
+    conform_events,
     format_counts,
     validate,
 )
@@ -67,7 +67,7 @@ def read_source_events(spark: SparkSession, cfg: AppConfig) -> tuple[DataFrame, 
 def prepare_events(spark: SparkSession, cfg: AppConfig, quarantine_date: date) -> PreparedEvents:
     """Read, conform and validate the events once per job; quarantine the rejects; persist the rest."""
     raw, version = read_source_events(spark, cfg)
-    conformed = conform(raw, cfg.events.columns, cfg.events.source_timezone)
+    conformed = conform_events(raw, cfg.events)  # columns, time format/unit and zone rules
     # Validation's as-of is the wall clock: an event stamped later than now is a data error, while
     # events after a backfilled run date are legitimate history for that night's labels.
     result = validate(conformed, datetime.now(timezone.utc), ValidationRules.from_config(cfg.events),
