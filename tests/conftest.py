@@ -26,6 +26,12 @@ TEST_SPARK_CONF = {
 }
 
 
+# The shared session's own packages: the PostgreSQL JDBC driver joins Delta's JARs (resolved once and
+# cached under its own manifest), because tests/test_sources.py runs a JDBC night in this session, far
+# cheaper than a subprocess night with its own JVM, session and resolution.
+SESSION_SPARK = {"extra_packages": [POSTGRES_DRIVER]}
+
+
 def make_config(workspace: Path, **overrides: object) -> AppConfig:
     """The project's real config, with the workspace moved into a temporary folder."""
     # An explicit store per workspace: mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI into the
@@ -69,9 +75,7 @@ def session_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def spark(session_workspace: Path):
     from segments_lib.store.session import build_session
 
-    # The PostgreSQL JDBC driver joins Delta's JARs (resolved once and cached): tests/test_sources.py
-    # runs a JDBC night in this session, which is far cheaper than a subprocess night with its own JVM.
-    cfg = make_config(session_workspace, spark={"extra_packages": [POSTGRES_DRIVER]})
+    cfg = make_config(session_workspace, spark=SESSION_SPARK)
     session = build_session(cfg.spark, app_name="segments-tests")
     yield session
     session.stop()

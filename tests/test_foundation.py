@@ -14,7 +14,7 @@ from pyspark.sql import Row
 from segments_lib.config import ConfigError, load_config
 from segments_lib.store import tables
 from segments_lib.store.session import cached_delta_jars, local_mode_conf, parse_java_major
-from tests.conftest import make_config
+from tests.conftest import SESSION_SPARK, make_config
 from tests.support.frames import assert_rows_equal
 
 
@@ -83,7 +83,7 @@ def test_mlflow_round_trip_registers_champion_and_scores(spark, tmp_path: Path) 
 
 
 def test_session_respects_master_set_by_spark_submit(spark, tmp_path: Path) -> None:
-    jars = cached_delta_jars(make_config(tmp_path).spark)
+    jars = cached_delta_jars(make_config(tmp_path, spark=SESSION_SPARK).spark)  # the session fixture's set
     assert jars, "the session fixture resolves and caches Delta's JARs"
     script = tmp_path / "probe.py"
     script.write_text(textwrap.dedent("""
