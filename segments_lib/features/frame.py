@@ -7,7 +7,7 @@ precision benchmark all build their rows with `eligible_features`, so the three 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from pyspark.sql import Column, DataFrame
@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from segments_lib.features.engine import build_features, event_profile
 from segments_lib.features.spec import feature_columns, feature_spec_for
-from segments_lib.language.definitions import SegmentDefinition
+from segments_lib.language.definitions import Eligibility, SegmentDefinition
 from segments_lib.language.eligibility import eligible_population, snapshot_frame
 from segments_lib.language.snapshots import SnapshotCalendar
 
@@ -40,20 +40,31 @@ class EligibleFeatures:
 
 def eligible_features(events: DataFrame, segment: SegmentDefinition, snapshot_times: Sequence[datetime],
                       as_of: datetime) -> EligibleFeatures:
-    """Features of `segment` at `snapshot_times`, built only from events before `as_of` (≥ every snapshot).
+    """Features of `segment` at `snapshot_times`, built only from events before `as_of` (≥ every snapshot)
+    and within the segment's `history` before each snapshot.
 
     The event profile (which event types and valued events the spec covers) is read from that same
     history, so a later event never shapes the columns. One `build_features` call covers all snapshots.
     """
     history = events.where(F.col("event_time") < F.lit(as_of))
     event_counts, valued_events = event_profile(history)
-    spec = feature_spec_for(segment, event_counts, valued_events)
+    # Bounded look-back: the features at T never depend on events before T − history, so a night that
+    # reads only the window its snapshots need builds the same features as one given every event.
+    spec = feature_spec_for(segment, event_counts, valued_events, history=segment.history)
     snapshots = snapshot_frame(events.sparkSession, list(snapshot_times))
     return EligibleFeatures(
         features=build_features(history, snapshots, spec),
-        population=eligible_population(history, snapshots, segment.eligible),
+        population=eligible_population(history, snapshots, bounded_eligibility(segment)),
         columns=feature_columns(spec),
     )
+
+
+def bounded_eligibility(segment: SegmentDefinition) -> Eligibility:
+    """The segment's eligibility with has_done / not_done looking back at most its `history` when no
+    `lookback` is set: "ever before T" would make eligibility depend on events no night reads."""
+    if segment.eligible.lookback is not None:
+        return segment.eligible
+    return replace(segment.eligible, lookback=segment.history)
 
 
 def at_snapshot(time: datetime) -> Column:

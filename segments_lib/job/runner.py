@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, datetime, timezone
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta, timezone
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -40,10 +41,12 @@ from segments_lib.language.definitions import SegmentDefinition
 from segments_lib.language.dry_run import EventsHistory, check_segment, format_report
 from segments_lib.language.eligibility import as_utc
 from segments_lib.language.segment_config import SegmentConfigError, load_segments
+from segments_lib.language.snapshots import midnight_utc
+from segments_lib.language.windows import day_chunks, refresh_from, training_window
 from segments_lib.progress import StageTimer
-from segments_lib.store import tables
+from segments_lib.store import tables, validated
 from segments_lib.store.session import build_session
-from segments_lib.store.sources import SourceError, read_events_source
+from segments_lib.store.sources import SourceError, SourceEvents, read_events_source
 from segments_lib.store.store_check import mask_uri, tracking_store_refusal
 from segments_lib.store.tracking import configure_mlflow
 
@@ -64,34 +67,153 @@ def read_source_events(spark: SparkSession, cfg: AppConfig) -> tuple[DataFrame, 
     return source.frame, source.version
 
 
-def prepare_events(spark: SparkSession, cfg: AppConfig, quarantine_date: date) -> PreparedEvents:
-    """Read, conform and validate the events once per job; quarantine the rejects; persist the rest."""
-    raw, version = read_source_events(spark, cfg)
-    conformed = conform_events(raw, cfg.events)  # columns, time format/unit and zone rules
+@dataclass(frozen=True)
+class ImportSummary:
+    """What one import (or a night's refresh) of the validated events did."""
+    first_day: date | None  # the first day replaced; None: from the source's first event
+    end_day: date | None  # the day after the last one replaced; None: up to the source's newest event
+    counts: dict[str, int]  # per reason, duplicates_removed, total, valid: summed over the chunks
+    source_version: int | None  # Delta version of the source read, else None
+    chunks: int
+    source: str = ""  # the source's description (no secrets)
+
+
+def narrowed(conformed: DataFrame, since: datetime | None, until: datetime | None) -> DataFrame:
+    """Conformed events with since ≤ event_time < until. An open start keeps rows without a time: they
+    belong to no day, so only an import from the source's beginning quarantines them (once)."""
+    time = F.col("event_time")
+    condition = F.lit(True)
+    if since is not None:
+        condition &= time >= F.lit(since)
+    if until is not None:
+        condition &= (time < F.lit(until)) if since is not None else (time < F.lit(until)) | time.isNull()
+    return conformed.where(condition)
+
+
+def _midnight(day: date | None) -> datetime | None:
+    return midnight_utc(day) if day is not None else None
+
+
+def conformed_source(spark: SparkSession, cfg: AppConfig, first_day: date | None,
+                     end_day: date | None) -> tuple[DataFrame, SourceEvents]:
+    """The source's rows of the days [first_day, end_day) in the events contract, exactly (the source's
+    own narrowing is a superset); a missing source is a JobError naming the config key."""
+    try:
+        source = read_events_source(spark, cfg.events, _midnight(first_day), _midnight(end_day))
+    except SourceError as exc:
+        raise JobError(str(exc)) from exc
+    conformed = conform_events(source.frame, cfg.events)
+    return narrowed(conformed, _midnight(first_day), _midnight(end_day)), source
+
+
+def import_chunks(spark: SparkSession, cfg: AppConfig, first_day: date | None, end_day: date | None,
+                  chunk_days: int | None) -> list[tuple[date | None, date | None]]:
+    """The day ranges an import validates and writes one at a time, oldest first. An open outer bound
+    stays open, so rows before the first or after the last source day (or without a time) are kept;
+    finding the source's days to cut costs one min/max over the asked range."""
+    if chunk_days is None:
+        return [(first_day, end_day)]
+    conformed, _ = conformed_source(spark, cfg, first_day, end_day)
+    row = conformed.agg(F.min("event_date").alias("lo"), F.max("event_date").alias("hi")).first()
+    if row is None or row["lo"] is None:
+        return [(first_day, end_day)]
+    # Cut no further than today: later rows are future events (quarantined), and a row stamped in 2100
+    # must not turn into thousands of empty chunks. The last chunk stays open-ended, so they are still read.
+    today = datetime.now(timezone.utc).date()
+    lo = first_day or min(row["lo"], today)
+    hi = end_day or min(row["hi"], today) + timedelta(days=1)
+    chunks: list[tuple[date | None, date | None]] = list(day_chunks(lo, hi, chunk_days)) or [(first_day, end_day)]
+    chunks[0] = (first_day, chunks[0][1])
+    chunks[-1] = (chunks[-1][0], end_day)
+    return chunks
+
+
+def _summed(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {k: a.get(k, 0) + b.get(k, 0) for k in {*a, *b}}
+
+
+def day_range_text(first_day: date | None, end_day: date | None) -> str:
+    """'2026-05-01 .. 2026-05-31' for the half-open [05-01, 06-01); open ends named."""
+    start = f"{first_day}" if first_day else "the first event"
+    end = f"{end_day - timedelta(days=1)}" if end_day else "the newest event"
+    return f"{start} .. {end}"
+
+
+def import_days(spark: SparkSession, cfg: AppConfig, first_day: date | None, end_day: date | None,
+                quarantine_date: date, chunk_days: int | None = None, timer: StageTimer | None = None
+                ) -> ImportSummary:
+    """Validate the source's days [first_day, end_day) and replace them in the validated table.
+
+    Each chunk of days is read (narrowed at the source where it can be), conformed, validated
+    (duplicates removed, bad rows tagged with a reason), checked against `max_rejected_share` before
+    anything of it is written, then written: the valid rows replace those days of the validated table
+    and its profile, the rejects those days of the quarantine slice `run_date = quarantine_date`. A
+    chunk that fails leaves the earlier chunks whole and written; a re-run replaces the same days with
+    the same rows. The rejected share is that of every row read so far, this chunk's included.
+    """
+    timer = timer or StageTimer(log)
     # Validation's as-of is the wall clock: an event stamped later than now is a data error, while
     # events after a backfilled run date are legitimate history for that night's labels.
-    result = validate(conformed, datetime.now(timezone.utc), ValidationRules.from_config(cfg.events),
-                      run_date=quarantine_date, storage_level=StorageLevel.MEMORY_AND_DISK)
-    log.info("events v%s: %s valid of %s; %s", version, result.counts["valid"], result.counts["total"],
-             format_counts(result.counts))
-    check_rejected_share(result, cfg.events.max_rejected_share)
-    if result.rejected_count:
-        tables.replace_partition(result.rejected, tables.quarantine_path(cfg), {"run_date": quarantine_date},
-                                 partition_by=("run_date",))
-    events = result.valid  # a filter over the persisted tagged rows: every segment reads it
-    profile = events.groupBy("event_name").agg(
-        F.count(F.lit(1)).alias("n"), F.min("event_time").alias("first"), F.max("event_time").alias("last")
-    ).collect()
-    if not profile:
+    now = datetime.now(timezone.utc)
+    rules = ValidationRules.from_config(cfg.events)
+    chunks = import_chunks(spark, cfg, first_day, end_day, chunk_days)
+    totals: dict[str, int] = {}
+    version, description = None, ""
+    quarantine_exists = tables.is_delta_table(spark, tables.quarantine_path(cfg))
+    for i, (lo, hi) in enumerate(chunks, start=1):
+        with timer.stage(f"import {day_range_text(lo, hi)} ({i}/{len(chunks)})"):
+            frame, source = conformed_source(spark, cfg, lo, hi)
+            version, description = source.version, source.description
+            result = validate(frame, now, rules, run_date=quarantine_date, storage_level=StorageLevel.MEMORY_AND_DISK)
+            try:
+                log.info("%s, %s: %s valid of %s; %s", description, day_range_text(lo, hi), result.counts["valid"],
+                         result.counts["total"], format_counts(result.counts))
+                # The share is judged over the rows read so far, this chunk included, so a chunk holding
+                # only a few odd rows (a future-stamped one, say) does not stop a long import alone.
+                check_rejected_share(replace(result, counts=_summed(totals, result.counts)),
+                                     cfg.events.max_rejected_share)
+                validated.write_days(result.valid, cfg, lo, hi)
+                # An empty reject set still replaces these days' slice once a quarantine exists: a source
+                # fixed since the last import leaves no stale rejects behind.
+                if result.rejected_count or quarantine_exists:
+                    validated.write_rejected(result.rejected, cfg, quarantine_date, lo, hi)
+                    quarantine_exists = True
+            finally:
+                result.tagged.unpersist()
+        totals = _summed(totals, result.counts)
+    return ImportSummary(first_day, end_day, totals, version, len(chunks), description)
+
+
+def refresh_validated(spark: SparkSession, cfg: AppConfig, quarantine_date: date,
+                      timer: StageTimer | None = None) -> ImportSummary:
+    """Bring the validated events up to date before a night: the days from the profile's newest day
+    minus `events.late_days` onwards are re-read from the source and replaced; older days are kept as
+    validated. An empty validated table imports everything the source has: the history profile (first
+    event, counts per event name) must describe the whole history, and a segment added later with a
+    longer look-back finds it there."""
+    newest = validated.read_profile(spark, cfg).newest_day
+    start = refresh_from(newest, cfg.events.late_days)
+    log.info("validated events %s: %s", validated.events_location(cfg),
+             f"newest day {newest}, refreshing from {start}" if newest else "empty, importing the whole source")
+    return import_days(spark, cfg, start, None, quarantine_date, timer=timer)
+
+
+def prepare_events(spark: SparkSession, cfg: AppConfig, quarantine_date: date) -> PreparedEvents:
+    """Refresh the validated events (new and late days only), then describe the whole validated history
+    from its per-day profile; the stages read only their windows of it (`language.windows`)."""
+    summary = refresh_validated(spark, cfg, quarantine_date)
+    profile = validated.read_profile(spark, cfg)
+    if not profile.event_counts:
         raise JobError(f"events table at {tables.events_path(cfg)} has no valid events")
+    log.info("validated history: %s to %s, %d days, %d events", profile.first_time, profile.last_time,
+             profile.days, sum(profile.event_counts.values()))
     return PreparedEvents(
-        events=events,
-        version=version,
-        counts=result.counts,
-        first_time=min(r["first"] for r in profile),
-        last_time=max(r["last"] for r in profile),
-        event_counts={r["event_name"]: int(r["n"]) for r in profile},
-        cached=result.tagged,
+        events=validated.read_events(spark, cfg),
+        version=summary.source_version,
+        counts=summary.counts,
+        first_time=profile.first_time,
+        last_time=profile.last_time,
+        event_counts=profile.event_counts,
     )
 
 
@@ -172,7 +294,8 @@ def run_night(spark: SparkSession, cfg: AppConfig, segments: Sequence[SegmentDef
 def dry_run(prepared: PreparedEvents, segments: Sequence[SegmentDefinition], run_date: date) -> int:
     """`--check`: print whether each segment can be built at `run_date`; 0 when all can, else 1."""
     history = EventsHistory(as_utc(prepared.first_time), as_utc(prepared.last_time), prepared.event_counts)
-    checks = [check_segment(prepared.events, s, run_date, history) for s in segments]
+    checks = [check_segment(validated.in_window(prepared.events, training_window(s, run_date)), s, run_date, history)
+              for s in segments]
     print(format_report(checks))
     return 0 if all(c.ok for c in checks) else 1
 

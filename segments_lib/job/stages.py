@@ -30,6 +30,7 @@ from segments_lib.job.results import (
 )
 from segments_lib.job.scoring import ScoringContext, level_thresholds, membership_rows, membership_slice
 from segments_lib.language.definitions import NAMED_LEVELS, SegmentDefinition, segment_levels
+from segments_lib.language.windows import ReadWindow, backtest_window, scoring_window, training_window
 from segments_lib.model.training import STATUS_REUSED, train_segment
 from segments_lib.model.training import STATUS_SKIPPED as TRAINING_SKIPPED
 from segments_lib.progress import StageTimer
@@ -38,7 +39,7 @@ from segments_lib.promise.calibration import expected_sizes
 from segments_lib.promise.checks import Drift
 from segments_lib.promise.ledger import retrain_triggers
 from segments_lib.promise.stability import ChurnStats, membership_churn
-from segments_lib.store import tables, tracking
+from segments_lib.store import tables, tracking, validated
 from segments_lib.store.tracking import ChampionInfo
 
 log = logging.getLogger(__name__)
@@ -48,13 +49,13 @@ NO_MODEL_REASON = "no model trained for this run date or earlier; run with --ret
 
 @dataclass(frozen=True)
 class PreparedEvents:
-    events: DataFrame  # validated, deduplicated, read from `cached`
-    version: int | None  # Delta version of the events table that was read
-    counts: dict[str, int]
-    first_time: datetime | None
+    events: DataFrame  # validated and deduplicated (the validated table, lazily); stages read their windows
+    version: int | None  # Delta version of the events source that was read
+    counts: dict[str, int]  # validation counts of the days this job (re)validated
+    first_time: datetime | None  # first_time, last_time, event_counts: the whole validated history
     last_time: datetime | None
     event_counts: dict[str, int]
-    cached: DataFrame | None = None  # the persisted frame `events` is read from
+    cached: DataFrame | None = None  # a persisted frame `events` is read from, if any
 
     def release(self) -> None:
         """Drop the persisted events once the job's nights are done."""
@@ -76,6 +77,10 @@ class Night:
     def keys(self) -> dict[str, object]:
         """The (segment, run date) slice every output table write of this night replaces."""
         return {"segment": self.segment.name, "run_date": self.run_date}
+
+    def events_in(self, window: ReadWindow) -> DataFrame:
+        """The validated events of one stage's window, read with partition pruning on event_date."""
+        return validated.in_window(self.prepared.events, window)
 
 
 # ---- decide ---------------------------------------------------------------------------------------------
@@ -144,7 +149,8 @@ def train(night: Night, decision: Decision) -> Training:
         return Training()
     log.info("[%s %s] training: %s", night.segment.name, night.run_date, why)
     with night.timer.stage("train"):
-        outcome = train_segment(night.spark, night.cfg, night.segment, night.prepared.events, night.run_date,
+        events = night.events_in(training_window(night.segment, night.run_date))
+        outcome = train_segment(night.spark, night.cfg, night.segment, events, night.run_date,
                                 night.prepared.version, force=night.retrain == "always")
     skipped = outcome.status == TRAINING_SKIPPED
     return Training(retrained=outcome.status != STATUS_REUSED, retrain_reason=why,
@@ -183,7 +189,8 @@ def scoring_features(events: DataFrame, segment: SegmentDefinition, as_of: datet
 
 def featurize(night: Night, model: ChampionInfo) -> NightFeatures:
     with night.timer.stage("features"):
-        frame = scoring_features(night.prepared.events, night.segment, snapshot_time(night.run_date),
+        frame = scoring_features(night.events_in(scoring_window(night.segment, night.run_date)), night.segment,
+                                 snapshot_time(night.run_date),
                                  model.feature_columns)
         return NightFeatures(frame.persist())
 
@@ -283,7 +290,8 @@ def check_night(night: Night, model: ChampionInfo, features: NightFeatures, scor
             tables.SEGMENT_DRIFT, night.keys, partition_by=("run_date",),
             description="PSI of the score and the model's top features: holdout snapshot vs tonight.")
     with night.timer.stage("backtest"):
-        flagged = checks.write_backtest(spark, cfg, night.prepared.events, night.segment, night.run_date)
+        events = night.events_in(backtest_window(night.segment, night.run_date))
+        flagged = checks.write_backtest(spark, cfg, events, night.segment, night.run_date)
     return NightChecks(churn, drifted, flagged)
 
 

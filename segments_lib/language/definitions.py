@@ -171,6 +171,11 @@ class DurationPair:
     within: timedelta = timedelta(hours=24)
 
 
+# The default look-back of the whole-history features: a year covers a yearly purchase cycle, and keeps a
+# night's read bounded once the events hold more than a year (docs/configuration.md, `feature_history`).
+DEFAULT_FEATURE_HISTORY = timedelta(days=365)
+
+
 @dataclass(frozen=True)
 class SegmentDefinition:
     name: str
@@ -186,6 +191,14 @@ class SegmentDefinition:
     eligible: Eligibility = field(default_factory=Eligibility)
     training: TrainingSettings = field(default_factory=TrainingSettings)
     description: str = ""
+    # How far before T tenure, recency and the customer-base features look (events in [T − h, T)); at
+    # least P1. Bounded so that a night reads a window of the events, not their whole history (issue 20).
+    feature_history: timedelta = DEFAULT_FEATURE_HISTORY
+
+    @property
+    def history(self) -> timedelta:
+        """The features' whole-history look-back: `feature_history`, never shorter than P1."""
+        return max(self.feature_history, self.past_window)
 
     @property
     def horizon(self) -> timedelta:

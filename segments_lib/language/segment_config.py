@@ -18,6 +18,7 @@ from typing import Any
 
 from segments_lib.config import ConfigError, read_yaml, suggest
 from segments_lib.language.definitions import (
+    DEFAULT_FEATURE_HISTORY,
     KINDS,
     Absent,
     AllOf,
@@ -45,6 +46,7 @@ ACCEPTED_KEYS: Mapping[str, tuple[str, ...]] = {
     "segment": (
         "name", "kind", "description", "target", "past_window", "prediction_window", "precision_level",
         "feature_windows", "feature_events", "top_events", "duration_pairs", "eligible", "training",
+        "feature_history",
     ),
     "target": TARGET_TERMS,
     "occurs": ("events", "min_count", "value_at_least", "value_at_most"),
@@ -314,6 +316,16 @@ def _feature_windows(node: _Node) -> tuple[timedelta, ...]:
     return tuple(_duration(node.child(i)) for i in range(len(node.value)))
 
 
+def _feature_history(node: _Node, past_window: timedelta) -> timedelta:
+    history = _optional(node, "feature_history", _duration)
+    if history is None:
+        return DEFAULT_FEATURE_HISTORY
+    if history < past_window:
+        raise node.child("feature_history").fail(
+            f"{format_duration(history)} is shorter than past_window {format_duration(past_window)}")
+    return history
+
+
 def _segment(node: _Node, levels: Mapping[str, float]) -> SegmentDefinition:
     node.mapping("segment")
     kind = _text(node.child("kind")) if node.has("kind") else "custom"
@@ -339,6 +351,7 @@ def _segment(node: _Node, levels: Mapping[str, float]) -> SegmentDefinition:
         eligible=_eligible(node.child("eligible")),
         training=_training(node.child("training")),
         description=_text(node.child("description")) if node.has("description") else "",
+        feature_history=_feature_history(node, past_window),
     )
 
 

@@ -135,6 +135,18 @@ def with_conflict_retry(action, what: str, attempts: int = 6, base_delay_s: floa
     raise AssertionError("unreachable")
 
 
+def day_range_clause(column: str, first_day: date | None, end_day: date | None) -> str:
+    """SQL predicate for `first_day ≤ column < end_day`; an open start also takes null days (rows whose
+    time could not be read belong to no day, and only an import from the beginning sees them)."""
+    parts = []
+    if first_day is not None:
+        parts.append(f"`{column}` >= {_sql_literal(first_day)}")
+    if end_day is not None:
+        upper = f"`{column}` < {_sql_literal(end_day)}"
+        parts.append(upper if first_day is not None else f"({upper} OR `{column}` IS NULL)")
+    return " AND ".join(parts) or "true"
+
+
 def replace_partition(
     df: DataFrame,
     path: Location | str,
@@ -147,8 +159,20 @@ def replace_partition(
 
     Rows of `df` must all match `keys`; Delta enforces that with replaceWhere's constraint check.
     """
+    replace_where(df, path, replace_where_clause(keys), partition_by, properties, description)
+
+
+def replace_where(
+    df: DataFrame,
+    path: Location | str,
+    predicate: str,
+    partition_by: Sequence[str] = (),
+    properties: Mapping[str, str] | None = None,
+    description: str | None = None,
+) -> None:
+    """Atomically replace the rows matching the SQL `predicate` with `df` (creating the table if needed):
+    one Delta commit, so a reader sees the old rows or the new ones, never a mix."""
     path = str(path)
-    predicate = replace_where_clause(keys)
     spark = df.sparkSession
 
     def write() -> None:
