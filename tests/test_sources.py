@@ -18,7 +18,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from segments_lib.config import AppConfig, ConfigError, EventColumns
 from segments_lib.intake.demo import generate_events
@@ -209,10 +208,10 @@ def test_csv_and_json_are_read_as_written_and_narrowed_by_event_date(spark, tmp_
 # --- one night per format, to the membership table ---------------------------------------------------
 
 RUN_DATE = date(2026, 6, 1)
-# One tiny segment at the low level. The champion is trained once, by the reference night on the
-# project's own Delta table; every format's night then scores with it from its own workspace (the
-# tracking store is shared, the tables are not), so each costs a scoring night, not a training one,
-# and must give exactly the reference's membership: the same events, whatever the format.
+# One tiny segment at the low level. The champion is trained once, by the catalog table's night (the
+# `reference` fixture); every other format's night scores with it from its own workspace (the tracking
+# store is shared, the tables are not), so it costs a scoring night, not a training one, and must give
+# exactly the reference's membership: the same events, whatever the format.
 SEGMENTS = """
 segments:
   - name: likely_to_purchase
@@ -226,6 +225,7 @@ segments:
                gbt: {max_iter: 5, max_depth: 3}, search: []}
 """
 NIGHT_STATUSES = ("ok", "precision_unreachable")  # both write the night's membership rows
+Reference = tuple[AppConfig, list[tuple]]  # the reference night's config and membership rows
 
 
 @pytest.fixture(scope="module")
@@ -265,14 +265,19 @@ def _membership_night(spark, cfg: AppConfig) -> list[tuple]:
 
 @pytest.fixture(scope="module")
 def reference(spark, small_events: list[dict], shared_tracking: dict[str, str],
-              tmp_path_factory: pytest.TempPathFactory) -> list[tuple]:
-    """The night on the events as a Delta table (the default source): trains the shared champion."""
-    cfg = _night_config(tmp_path_factory.mktemp("reference"), shared_tracking)
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reference]:
+    """The night on the events as a catalog table (Delta, `sources_test.events`): it trains the shared
+    champion, and its membership is what every other format's night must give."""
+    root = tmp_path_factory.mktemp("catalog")
     frame = spark.createDataFrame(small_events, "user_id string, event_name string, event_time timestamp, "
                                                 "event_value double")
-    frame.select("*", F.to_date("event_time").alias("event_date")).write.format("delta").partitionBy(
-        "event_date").save(str(cfg.events.path))
-    return _membership_night(spark, cfg)
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS sources_test LOCATION '{root / 'warehouse'}'")
+    try:
+        frame.write.format("delta").saveAsTable("sources_test.events")
+        cfg = _night_config(root, shared_tracking, format="table", table="sources_test.events")
+        yield cfg, _membership_night(spark, cfg)
+    finally:
+        spark.sql("DROP DATABASE IF EXISTS sources_test CASCADE")
 
 
 def _instant(row: dict) -> datetime:
@@ -297,16 +302,16 @@ def _write_csv(rows: list[dict], path: Path, zone: str | None = None) -> None:
 CSV_COLUMNS = {"user_col": "customer", "event_col": "action", "time_col": "happened_at", "value_col": "amount"}
 
 
-def test_a_night_from_a_csv_export(spark, small_events: list[dict], reference: list[tuple],
+def test_a_night_from_a_csv_export(spark, small_events: list[dict], reference: Reference,
                                    shared_tracking: dict[str, str], tmp_path: Path) -> None:
     # Berlin wall-clock text in a day-first pattern, read back into UTC by the config alone.
     _write_csv(small_events, tmp_path / "export" / "events.csv", zone="Europe/Berlin")
     cfg = _night_config(tmp_path, shared_tracking, format="csv", path=str(tmp_path / "export"),
                         columns=CSV_COLUMNS, time_format="dd/MM/yyyy HH:mm:ss", source_timezone="Europe/Berlin")
-    assert _membership_night(spark, cfg) == reference
+    assert _membership_night(spark, cfg) == reference[1]
 
 
-def test_a_night_from_json_lines(spark, small_events: list[dict], reference: list[tuple],
+def test_a_night_from_json_lines(spark, small_events: list[dict], reference: Reference,
                                  shared_tracking: dict[str, str], tmp_path: Path) -> None:
     path = tmp_path / "export" / "events.jsonl"
     path.parent.mkdir(parents=True)
@@ -317,22 +322,14 @@ def test_a_night_from_json_lines(spark, small_events: list[dict], reference: lis
                                   "event_value": row["event_value"]}) + "\n")
     cfg = _night_config(tmp_path, shared_tracking, format="json", path=str(path), time_unit="milliseconds",
                         columns={"time_col": "ts_ms"})
-    assert _membership_night(spark, cfg) == reference
+    assert _membership_night(spark, cfg) == reference[1]
 
 
-def test_a_night_from_a_catalog_table(spark, small_events: list[dict], reference: list[tuple],
-                                      shared_tracking: dict[str, str], tmp_path: Path) -> None:
-    frame = spark.createDataFrame(small_events, "user_id string, event_name string, event_time timestamp, "
-                                                "event_value double")
-    spark.sql(f"CREATE DATABASE IF NOT EXISTS sources_test LOCATION '{tmp_path / 'warehouse'}'")
-    try:
-        frame.write.format("delta").mode("overwrite").saveAsTable("sources_test.events")
-        cfg = _night_config(tmp_path, shared_tracking, format="table", table="sources_test.events")
-        source = read_events_source(spark, cfg.events)
-        assert source.description == f"table sources_test.events v{source.version}" and source.version == 0
-        assert _membership_night(spark, cfg) == reference
-    finally:
-        spark.sql("DROP DATABASE IF EXISTS sources_test CASCADE")
+def test_a_night_from_a_catalog_table(spark, reference: Reference) -> None:
+    cfg, membership = reference  # the night ran in the fixture: the other formats compare with it
+    source = read_events_source(spark, cfg.events)
+    assert (source.description, source.version) == ("table sources_test.events v0", 0)
+    assert len({user for _, user, _, _ in membership}) == len(membership) > 100
 
 
 # --- PostgreSQL over JDBC ----------------------------------------------------------------------------
@@ -434,8 +431,9 @@ def test_jdbc_credentials_come_from_the_environment_only(spark, postgres: Postgr
 
 
 def test_a_night_from_postgresql_and_the_password_is_nowhere(
-        spark, postgres: PostgresServer, db_credentials: None, reference: list[tuple], shared_tracking: dict[str, str],
-        tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+        spark, postgres: PostgresServer, db_credentials: None, reference: Reference,
+        shared_tracking: dict[str, str], tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        capsys: pytest.CaptureFixture[str]) -> None:
     # The one night needing the JDBC driver runs in process: the session fixture resolves the driver
     # once with Delta (tests/conftest.py), a second or two, where a subprocess night would pay a new
     # JVM, a session and its own resolution (tens of seconds).
@@ -443,7 +441,7 @@ def test_a_night_from_postgresql_and_the_password_is_nowhere(
                         **_jdbc_events(postgres, table="public.events"))
     capsys.readouterr()
     with caplog.at_level(logging.DEBUG):
-        assert _membership_night(spark, cfg) == reference
+        assert _membership_night(spark, cfg) == reference[1]
     seen = caplog.text + "".join(capsys.readouterr())
     assert "likely_to_purchase" in seen  # the summary was printed and captured
     for path in (*(tables.output_path(cfg, name) for name in tables.OUTPUT_TABLES), cfg.quarantine_path,
