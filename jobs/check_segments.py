@@ -19,7 +19,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from jobs.options import EXIT_FAILED, EXIT_INVALID, EXIT_OK, job_parser
 from segments_lib.config import AppConfig, ConfigError, load_config, segments_file_override, suggest
-from segments_lib.intake.events import ValidationRules, conform, format_counts, validate
+from segments_lib.intake.events import ValidationRules, conform_events, format_counts, validate
 from segments_lib.job.runner import JobError, read_source_events
 from segments_lib.language.definitions import SegmentDefinition
 
@@ -36,8 +36,12 @@ def read_events(spark: SparkSession, cfg: AppConfig) -> DataFrame:
         raw, _ = read_source_events(spark, cfg)
     except JobError as exc:
         raise CheckError(str(exc)) from exc
-    conformed = conform(raw, cfg.events.columns, cfg.events.source_timezone)
+    conformed = conform_events(raw, cfg.events)
     result = validate(conformed, datetime.now(timezone.utc), ValidationRules.from_config(cfg.events))
+    if result.counts["total"] and result.rejected_count == result.counts["total"]:
+        raise CheckError(f"none of the {result.counts['total']} events at {cfg.events.path} is valid "
+                         f"({format_counts(result.counts)}): check the events.columns mapping, events.time_format "
+                         "and events.time_unit (docs/sources.md)")
     if result.rejected_count:
         log.warning("events: %d rows left out of the check (%s)", result.rejected_count, format_counts(result.counts))
     return result.valid.cache()
