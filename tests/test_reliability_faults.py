@@ -224,6 +224,44 @@ def test_sigkill_after_training_before_scoring_then_rerun_registers_nothing_twic
 
 
 @pytest.mark.slow
+def test_sigkill_after_registration_before_the_run_ends_then_rerun_leaves_one_version_for_the_night(
+        spark, workspace: Workspace) -> None:
+    import mlflow
+
+    from segments_lib.store.tracking import CHAMPION, configure_mlflow, registered_model_name
+
+    cfg = workspace.cfg
+    name = registered_model_name(cfg.mlflow, PURCHASE)
+    versions_before = model_versions(cfg, PURCHASE)
+    job = start_job(workspace.overlay, RETRAIN_NIGHT, "--segments", PURCHASE, "--retrain", "auto")
+    # The champion/challenger decision is logged after the version was registered, tagged and aliased,
+    # and before the MLflow run ends: the window in which a rerun used to register a second version.
+    seen = kill_when_logged(job, f"{name} v")
+    assert any(f"▶ [{PURCHASE}] champion/challenger" in line for line in seen)
+    after_kill = model_versions(cfg, PURCHASE)
+    (orphan,) = set(after_kill) - set(versions_before)
+
+    configure_mlflow(cfg.mlflow)
+    client = mlflow.MlflowClient()
+    killed_run = client.get_model_version(name, orphan).run_id
+    assert client.get_run(killed_run).info.status == "RUNNING"  # the kill left it open
+
+    assert run_job(cfg, [RETRAIN_NIGHT], PURCHASE, "auto") == 0
+    versions = model_versions(cfg, PURCHASE)
+    night_versions = [v for v in client.search_model_versions(f"name = '{name}'")
+                      if v.tags.get("run_date") == RETRAIN_NIGHT.isoformat()]
+    assert len(night_versions) == 1 and len(versions) == len(versions_before) + 1  # one version for the night
+    # The registry may hand the freed number out again: what counts is whose model it holds now.
+    assert night_versions[0].run_id != killed_run
+    assert client.get_run(killed_run).info.status == "KILLED"
+    assert client.get_run(killed_run).data.tags["retired"].startswith("never finished")
+    champion = client.get_model_version_by_alias(name, CHAMPION).version
+    assert champion in versions
+    (run,) = runs_rows(spark, cfg, PURCHASE, RETRAIN_NIGHT)
+    assert int(run.model_version) in {int(v) for v in versions}
+
+
+@pytest.mark.slow
 def test_no_eligible_user_at_the_snapshot_ends_with_a_status_not_a_crash(spark, workspace: Workspace) -> None:
     quiet_night = EVENTS_END + timedelta(days=30)  # nobody active in the 14 days before it
     code = run_job(workspace.cfg, [quiet_night], PURCHASE, "never")

@@ -311,6 +311,7 @@ def _log_and_register(cfg: AppConfig, trained: TrainedModel, timer: StageTimer) 
     experiment_id = tracking.ensure_experiment(cfg.mlflow, segment.name)
     name = tracking.registered_model_name(cfg.mlflow, segment.name)
     tags = tracking.run_tags(segment.name, segment.kind, calendar.run_date)
+    tracking.retire_unfinished_runs(cfg.mlflow, segment.name, calendar.run_date)  # one version per night
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{segment.name}-{calendar.run_date}",
                           tags=tags) as run:
         mlflow.log_params(_params(trained))

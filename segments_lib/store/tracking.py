@@ -186,6 +186,52 @@ def find_reusable_run(cfg: MlflowConfig, segment_name: str, run_date: date) -> R
     return None
 
 
+def retire_unfinished_runs(cfg: MlflowConfig, segment_name: str, run_date: date) -> list[str]:
+    """Delete the model versions of this (segment, run date)'s runs that never finished; the versions deleted.
+
+    `mlflow.spark.log_model` registers a version before the run ends, so a night killed in between
+    leaves a registered version whose run is still `RUNNING`. A finished run is reused instead of
+    retraining (`find_reusable_run`), but an unfinished one is not trusted (the champion decision or
+    the thresholds may be missing), so the rerun trains again and, without this, would register a
+    second version for the same night. No membership can name such a version: scoring starts only
+    after the run has ended. Aliases the deleted version held go back where they were: `champion` to
+    the run's recorded previous champion, `challenger` to the newest remaining version. Called right
+    before a new registration, so one job for a (segment, night) must not run twice at once.
+    """
+    experiment = mlflow.get_experiment_by_name(experiment_name(cfg, segment_name))
+    if experiment is None:
+        return []
+    runs = mlflow.search_runs(
+        experiment_ids=[experiment.experiment_id],
+        filter_string=(f"tags.{TAG_SEGMENT} = '{segment_name}' and tags.{TAG_RUN_DATE} = '{run_date.isoformat()}' "
+                       "and attributes.status != 'FINISHED'"),
+        output_format="list",
+    )
+    client = mlflow.MlflowClient()
+    name = registered_model_name(cfg, segment_name)
+    retired: list[str] = []
+    for run in runs:
+        for version in client.search_model_versions(f"name = '{name}' and run_id = '{run.info.run_id}'"):
+            aliases = set(version.aliases or ())
+            client.delete_model_version(name, version.version)
+            retired.append(str(version.version))
+            _restore_aliases(client, name, aliases, run.data.tags.get("previous_champion_version"))
+        client.set_tag(run.info.run_id, "retired", "never finished; its model version was deleted by the rerun")
+        client.set_terminated(run.info.run_id, status="KILLED")
+        log.warning("%s: run %s for %s never finished; deleted its model version(s) %s before registering again",
+                    name, run.info.run_id, run_date, ", ".join(retired) or "(none)")
+    return retired
+
+
+def _restore_aliases(client: Any, name: str, aliases: set[str], previous_champion: str | None) -> None:
+    if CHAMPION in aliases and previous_champion not in (None, "none"):
+        client.set_registered_model_alias(name, CHAMPION, previous_champion)
+    if CHALLENGER in aliases:
+        remaining = client.search_model_versions(f"name = '{name}'")
+        if remaining:
+            client.set_registered_model_alias(name, CHALLENGER, str(max(int(v.version) for v in remaining)))
+
+
 def register_model(
     cfg: MlflowConfig,
     segment_name: str,
@@ -289,13 +335,36 @@ def _thresholds_from_tags(tags: Mapping[str, str]) -> dict[str, float | None]:
 def last_trained_run_date(cfg: MlflowConfig, segment_name: str) -> date | None:
     """Run date of the newest trained version (the `challenger` alias), or None when nothing was trained."""
     version = _version_by_alias(cfg, segment_name, CHALLENGER)
+    if version is not None and version.run_id:
+        run = mlflow.MlflowClient().get_run(version.run_id)
+        if run.info.status != "FINISHED":  # a killed night's training does not restart the retrain clock
+            champion = load_champion(cfg, segment_name)
+            return None if champion is None else champion.trained_run_date
     return None if version is None else _model_info(cfg, segment_name, version).trained_run_date
 
 
 def load_champion(cfg: MlflowConfig, segment_name: str) -> ChampionInfo | None:
-    """The current champion of a segment and its thresholds, or None when there is none."""
+    """The current champion of a segment and its thresholds, or None when there is none.
+
+    A champion whose MLflow run never finished (a night killed between the promotion and the end of its
+    run) is not trusted: the champion before it is returned instead (the killed run recorded it as
+    `previous_champion_version`), so the night neither scores with that model nor skips the retraining
+    it was due; the retraining then retires the unfinished version (`retire_unfinished_runs`).
+    """
     version = champion_version(cfg, segment_name)
-    return None if version is None else _model_info(cfg, segment_name, version)
+    client = mlflow.MlflowClient()
+    name = registered_model_name(cfg, segment_name)
+    for _ in range(3):  # a chain of killed nights is unlikely; give up on a champion after a few hops
+        if version is None:
+            return None
+        run = client.get_run(version.run_id) if version.run_id else None
+        if run is None or run.info.status == "FINISHED":
+            return _model_info(cfg, segment_name, version)
+        previous = run.data.tags.get("previous_champion_version")
+        log.warning("%s v%s is the champion but its run %s never finished (%s); using the champion before it: %s",
+                    name, version.version, version.run_id, run.info.status, previous or "none")
+        version = client.get_model_version(name, previous) if previous not in (None, "none") else None
+    return None
 
 
 def load_version(cfg: MlflowConfig, segment_name: str, version: str) -> ChampionInfo:
