@@ -24,6 +24,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # spark-submit runs this file as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from jobs.options import EXIT_FAILED, EXIT_INVALID, EXIT_OK, iso_date, job_parser
 from segments_lib.config import ConfigError, load_config
 from segments_lib.intake.events import (
     DUPLICATES_REMOVED,
@@ -39,7 +40,6 @@ from segments_lib.store.session import EnvironmentProblem, build_session
 
 log = logging.getLogger("jobs.import_events")
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 EXIT_CODES = {
     EXIT_OK: "the days were imported (rejected rows, if any, are in the quarantine and counted in the summary)",
     EXIT_FAILED: "a write failed part-way: the chunks logged as done are whole; re-run the same command",
@@ -49,13 +49,6 @@ EXIT_CODES = {
                   "one line says which",
 }
 DEFAULT_CHUNK_DAYS = 31
-
-
-def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date (use YYYY-MM-DD)") from exc
 
 
 def _positive(text: str) -> int:
@@ -69,17 +62,14 @@ def _positive(text: str) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    epilog = "exit codes:\n" + "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES.items())
-    parser = argparse.ArgumentParser(prog="jobs.import_events", description=__doc__, epilog=epilog,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--conf", default=None, help="config overlay: a path, or a name in conf/ (local, cluster)")
-    parser.add_argument("--from", dest="date_from", metavar="DATE", type=_date, default=None,
+    parser = job_parser(__doc__, "jobs.import_events", EXIT_CODES)
+    parser.add_argument("--from", dest="date_from", metavar="DATE", type=iso_date, default=None,
                         help="first day to import, YYYY-MM-DD (default: the source's first event)")
-    parser.add_argument("--to", dest="date_to", metavar="DATE", type=_date, default=None,
+    parser.add_argument("--to", dest="date_to", metavar="DATE", type=iso_date, default=None,
                         help="last day to import, included (default: the source's newest event)")
     parser.add_argument("--chunk-days", type=_positive, default=DEFAULT_CHUNK_DAYS,
                         help=f"days validated and written per step; each logs its time (default: {DEFAULT_CHUNK_DAYS})")
-    parser.add_argument("--run-date", type=_date, default=None,
+    parser.add_argument("--run-date", type=iso_date, default=None,
                         help="the quarantine slice the rejects go to (default: today, UTC)")
     args = parser.parse_args(argv)
     if args.date_from is not None and args.date_to is not None and args.date_from > args.date_to:

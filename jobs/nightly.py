@@ -19,7 +19,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # spark-submit runs this file as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs.options import EXIT_FAILED, EXIT_INVALID, EXIT_OK, INVALID_MEANING, job_parser
+from jobs.options import EXIT_FAILED, EXIT_INVALID, EXIT_OK, INVALID_MEANING, iso_date, job_parser
 from segments_lib.config import ConfigError, load_config, segments_file_override
 from segments_lib.job.results import RETRAIN_MODES
 from segments_lib.job.runner import run_job
@@ -29,23 +29,16 @@ from segments_lib.store.session import EnvironmentProblem
 log = logging.getLogger("jobs.nightly")
 
 
-def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date (use YYYY-MM-DD)") from exc
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = job_parser(__doc__, "jobs.nightly", {
         EXIT_OK: "every segment ended ok, skipped or precision_unreachable",
         EXIT_FAILED: "at least one segment failed (the summary says which and why)",
         EXIT_INVALID: INVALID_MEANING,
     })
-    parser.add_argument("--date", type=_date, default=None, help="run date D, YYYY-MM-DD (default: today, UTC)")
-    parser.add_argument("--from", dest="date_from", metavar="DATE", type=_date, default=None,
+    parser.add_argument("--date", type=iso_date, default=None, help="run date D, YYYY-MM-DD (default: today, UTC)")
+    parser.add_argument("--from", dest="date_from", metavar="DATE", type=iso_date, default=None,
                         help="first night of a backfill")
-    parser.add_argument("--to", dest="date_to", metavar="DATE", type=_date, default=None,
+    parser.add_argument("--to", dest="date_to", metavar="DATE", type=iso_date, default=None,
                         help="last night of a backfill")
     parser.add_argument("--segments", default=None, help="comma-separated segment names (default: all)")
     parser.add_argument("--segments-file", default=None,

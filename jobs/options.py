@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 from collections.abc import Mapping
+from datetime import date
 
 # The codes each job's main returns; a job lists the ones it can end with, in its --help.
 EXIT_OK = 0
@@ -12,6 +13,14 @@ EXIT_FAILED = 1
 EXIT_INVALID = 2
 INVALID_MEANING = ("the job cannot start: bad arguments or config, or the environment (no Java, JARs that "
                    "cannot be resolved); one line names the setting to fix")
+
+
+def iso_date(text: str) -> date:
+    """An argparse type for YYYY-MM-DD dates whose error names the value and the format."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (use YYYY-MM-DD)") from exc
 
 
 def job_parser(doc: str | None, prog: str, exit_codes: Mapping[int, str],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs import check_segments, demo, generate_demo_events, load_online_retail, nightly, sql_server
+from jobs import check_segments, demo, generate_demo_events, import_events, load_online_retail, nightly, sql_server
 
 # The flags a user reaches for in each job, and the exit codes each can end with (from its main).
 JOBS = {
@@ -14,6 +14,7 @@ JOBS = {
     "demo": (demo, ["--conf", "--users", "--days", "--fresh", "--retrain", "--ground-truth"], ["0", "1", "2"]),
     "generate_demo_events": (generate_demo_events, ["--conf", "--users", "--days", "--end-date", "--seed",
                                                     "--truth-days", "--replicas"], ["0", "2"]),
+    "import_events": (import_events, ["--conf", "--from", "--to", "--chunk-days", "--run-date"], ["0", "1", "2"]),
     "load_online_retail": (load_online_retail, ["--conf", "--source", "--events-path", "--run-date",
                                                 "--max-rejected-share"], ["0", "1", "2"]),
     "sql_server": (sql_server, ["--conf", "--host", "--port", "--database", "--auth", "--refresh-seconds",
