@@ -61,6 +61,19 @@ def _run(command: list[str], env: dict[str, str]) -> str:
     return result.stdout
 
 
+def run_step(step: Step, workspace: Path, env: dict[str, str]) -> str | None:
+    """Carry out a `file`, `run` or `python` step of a page; the command's stdout, None for a file."""
+    if step.kind == "file":
+        target = Path(os.path.expandvars(step.arg.replace("$SEGMENTS_WORKSPACE", str(workspace))))
+        target.write_text(step.body)
+        return None
+    if step.kind == "run":
+        return _run(["bash", "-euo", "pipefail", "-c", step.body], env)
+    if step.kind == "python":
+        return _run([sys.executable, "-c", step.body], env)
+    raise AssertionError(f"unknown walkthrough step kind {step.kind!r}")
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(3600)  # four JVM starts and a training run; slow on a shared 2-core machine
 def test_walkthrough_runs_as_written(tmp_path: Path) -> None:
@@ -72,14 +85,7 @@ def test_walkthrough_runs_as_written(tmp_path: Path) -> None:
     outputs: list[str] = []
     sql_rows: list[tuple] = []
     for step in walkthrough_steps(WALKTHROUGH.read_text()):
-        if step.kind == "file":
-            target = Path(os.path.expandvars(step.arg.replace("$SEGMENTS_WORKSPACE", str(workspace))))
-            target.write_text(step.body)
-        elif step.kind == "run":
-            outputs.append(_run(["bash", "-euo", "pipefail", "-c", step.body], env))
-        elif step.kind == "python":
-            outputs.append(_run([sys.executable, "-c", step.body], env))
-        elif step.kind == "sql":
+        if step.kind == "sql":
             with sql_server(workspace / "my_overlay.yaml", tmp_path / "sql-server.log", env=env) as server:
                 connection = hive.connect(host=server.host, port=server.port, auth=server.auth,
                                           database=server.database)
@@ -89,8 +95,8 @@ def test_walkthrough_runs_as_written(tmp_path: Path) -> None:
                     sql_rows = [tuple(row) for row in cursor.fetchall()]
                 finally:
                     connection.close()
-        else:
-            raise AssertionError(f"unknown walkthrough step kind {step.kind!r}")
+        elif (output := run_step(step, workspace, env)) is not None:
+            outputs.append(output)
 
     check_output, nightly_output, mlflow_output = outputs[1], outputs[2], outputs[3]
     assert "browse_and_cart" in check_output

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import ast
 import csv
-import os
 import re
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -19,7 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from deltalake import DeltaTable
 
-from tests.test_walkthrough import PROJECT_ROOT, _env, _run, walkthrough_steps
+from tests.test_walkthrough import PROJECT_ROOT, _env, run_step, walkthrough_steps
 
 YOUR_DATA = PROJECT_ROOT / "docs" / "your-data.md"
 
@@ -39,17 +37,8 @@ def test_your_data_runs_as_written(tmp_path: Path) -> None:
     workspace = tmp_path / "workspace-your-data"
     workspace.mkdir()
     env = _env(workspace)
-    outputs: list[str] = []
-    for step in walkthrough_steps(YOUR_DATA.read_text()):
-        if step.kind == "file":
-            target = Path(os.path.expandvars(step.arg.replace("$SEGMENTS_WORKSPACE", str(workspace))))
-            target.write_text(step.body)
-        elif step.kind == "run":
-            outputs.append(_run(["bash", "-euo", "pipefail", "-c", step.body], env))
-        elif step.kind == "python":
-            outputs.append(_run([sys.executable, "-c", step.body], env))
-        else:
-            raise AssertionError(f"unknown step kind {step.kind!r}")
+    outputs = [output for step in walkthrough_steps(YOUR_DATA.read_text())
+               if (output := run_step(step, workspace, env)) is not None]
     _, imported, checked, night, members = outputs
 
     with open(workspace / "export" / "events.csv", newline="") as export:
