@@ -59,7 +59,9 @@ class Lake:
     def settings(self, prefix: str) -> dict:
         return {
             "workspace": str(self.root / prefix / "ws"),
-            "events": {"path": f"{LAKE}/events"},
+            # The validated events follow the workspace's other tables into the bucket; left at its
+            # default (relative to the local workspace) it would land on the driver's disk.
+            "events": {"path": f"{LAKE}/events", "validated_path": f"{LAKE}/{prefix}/events_validated"},
             "output": {"root": f"{LAKE}/{prefix}/tables"},
             "quarantine_path": f"{LAKE}/{prefix}/quarantine",
             "segments_file": f"{LAKE}/conf/segments.yaml",
