@@ -312,10 +312,102 @@ def test_unreachable_tracking_store_fails_fast_without_writing_membership(tmp_pa
     assert not cfg.output.root.path.exists()
 
 
-def test_score_with_last_champion_is_refused_clearly_when_the_store_is_unreachable(tmp_path: Path, caplog) -> None:
-    cfg = load_config(None, overrides={"workspace": str(tmp_path / "ws"),
-                                       "mlflow": {"tracking_uri": f"http://127.0.0.1:{closed_port()}",
-                                                  "on_unreachable": "score_with_last_champion"}})
-    assert run_job(cfg, [FIRST_NIGHT], None, "auto") == 2
-    assert "on_unreachable: score_with_last_champion is not supported" in caplog.text
-    assert not cfg.output.root.path.exists()
+STORE_DOWN_NIGHT = RETRAIN_NIGHT  # its retraining is due, and its backtest judges FIRST_NIGHT's membership
+
+
+def copy_policy_overlay(workspace: Workspace, tracking_uri: str) -> dict:
+    base = overlay_for(workspace.cfg.workspace.path, Path(workspace.cfg.segments_file))
+    return {**base, "mlflow": {"tracking_uri": tracking_uri, "on_unreachable": "score_with_last_champion"}}
+
+
+def membership_of(spark, cfg: AppConfig, run_date: date) -> list[tuple]:
+    return [r for r in table_rows(spark, cfg, tables.SEGMENT_MEMBERSHIP) if r[0] == run_date]
+
+
+@pytest.mark.slow
+def test_tracking_server_stopped_mid_job_then_the_next_night_scores_from_the_champion_copy(
+        spark, workspace: Workspace, tmp_path: Path) -> None:
+    import mlflow
+
+    from segments_lib.store import champion_copy
+    from segments_lib.store.tracking import CHAMPION, registered_model_name
+    from tests.support.mlflow_server import start_mlflow_server
+
+    cfg = workspace.cfg
+    # A real server in front of the workspace's store, which holds FIRST_NIGHT's champions.
+    server = start_mlflow_server(tmp_path / "server", backend_db=cfg.workspace.path / "mlflow" / "mlflow.db")
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(yaml.safe_dump(copy_policy_overlay(workspace, server.uri)))
+    served_night = STORE_DOWN_NIGHT - timedelta(days=1)
+    stderr_log = tmp_path / "job.stderr"
+    try:
+        with stderr_log.open("w") as stderr:
+            job = subprocess.Popen(
+                [sys.executable, "-m", "jobs.nightly", "--conf", str(overlay), "--from", served_night.isoformat(),
+                 "--to", STORE_DOWN_NIGHT.isoformat()],
+                cwd=PROJECT_ROOT, env=job_env(), stdout=subprocess.PIPE, stderr=stderr, text=True,
+                start_new_session=True)
+            printed = []
+            for line in job.stdout:  # the first night's summary: the store goes away before the second night
+                printed.append(line)
+                if line.startswith(f"Night {served_night}"):
+                    server.stop()
+            printed.append(job.stdout.read())
+            job.wait(timeout=SUBPROCESS_TIMEOUT_S)
+    finally:
+        server.stop()
+    log = stderr_log.read_text()
+    assert job.returncode == 0, "".join(printed) + log[-4000:]
+    assert any(line.startswith(f"Night {served_night}") for line in printed)
+    assert "scoring from the champion copy" in log
+
+    runs = tables.read_output(spark, cfg, tables.SEGMENT_RUNS)
+    membership_down = membership_of(spark, cfg, STORE_DOWN_NIGHT)
+    configure_cfg = load_config(None, overrides=overlay_for(cfg.workspace.path, Path(cfg.segments_file)))
+    from segments_lib.store.tracking import configure_mlflow
+
+    configure_mlflow(configure_cfg.mlflow)  # the server's own store, read directly now that the server is down
+    client = mlflow.MlflowClient()
+    for segment in (PURCHASE, ENGAGEMENT):
+        (served,) = runs.where(f"segment = '{segment}' AND run_date = DATE'{served_night}'").collect()
+        (down,) = runs.where(f"segment = '{segment}' AND run_date = DATE'{STORE_DOWN_NIGHT}'").collect()
+        champion = client.get_model_version_by_alias(registered_model_name(cfg.mlflow, segment), CHAMPION)
+        assert (served.model_source, down.model_source) == ("registry", "champion_copy")
+        assert down.status in ("ok", "precision_unreachable") and not down.retrained, down.reason
+        assert (down.model_version, down.mlflow_run_id) == (int(champion.version), champion.run_id)
+        assert (down.model_version, down.mlflow_run_id) == (served.model_version, served.mlflow_run_id)
+        assert f"scored from the champion copy segments_{segment} v{champion.version}" in down.reason
+        assert "MLflow tracking store unreachable at http://127.0.0.1:" in down.reason
+        assert "training was due (champion is 7 days old (retrain_every 7d))" in down.reason
+        rows = [r for r in membership_down if r[1] == segment]
+        assert len(rows) == len({r[2] for r in rows}) == down.eligible_count > 0
+        assert {(r[-4], r[-3], r[-2]) for r in rows} == {(f"segments_{segment}", int(champion.version),
+                                                          champion.run_id)}
+        assert champion_copy.current_version(spark, cfg, segment) == str(champion.version)
+    # The closed night (FIRST_NIGHT, 7d window) was judged with the promises the copy kept.
+    ledger = tables.read_output(spark, cfg, tables.SEGMENT_BACKTEST).where(f"scored_date = DATE'{FIRST_NIGHT}'")
+    assert {r.segment for r in ledger.collect()} == {PURCHASE, ENGAGEMENT}
+
+    # The oracle: the same night scored through the registry gives exactly the same membership rows.
+    assert run_job(configure_cfg, [STORE_DOWN_NIGHT], None, "never") == 0
+    assert membership_of(spark, cfg, STORE_DOWN_NIGHT) == membership_down
+    rerun = tables.read_output(spark, cfg, tables.SEGMENT_RUNS).where(f"run_date = DATE'{STORE_DOWN_NIGHT}'")
+    assert {r.model_source for r in rerun.collect()} == {"registry"}
+
+
+def test_store_down_without_a_champion_copy_writes_no_membership_and_says_why(
+        spark, workspace: Workspace, monkeypatch: pytest.MonkeyPatch, restore_tracking_uri: None) -> None:
+    for variable, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
+                            ("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")):
+        monkeypatch.setenv(variable, value)  # what the job sets; restored for the tests after this one
+    cfg = load_config(None, overrides=copy_policy_overlay(workspace, f"http://127.0.0.1:{closed_port()}"))
+    before = table_rows(spark, cfg, tables.SEGMENT_MEMBERSHIP)
+    # FIRST_NIGHT ran with on_unreachable: fail, so no copy was kept: nothing may score tonight.
+    assert run_job(cfg, [KILL_NIGHT], None, "auto") == 1
+    assert table_rows(spark, cfg, tables.SEGMENT_MEMBERSHIP) == before
+    for segment in (PURCHASE, ENGAGEMENT):
+        (run,) = runs_rows(spark, cfg, segment, KILL_NIGHT)
+        assert (run.status, run.model_version, run.model_source) == ("failed", None, None)
+        assert "MLflow tracking store unreachable at http://127.0.0.1:" in run.reason
+        assert f"segment {segment} has no champion copy at " in run.reason
+        assert run.reason.endswith("no membership was written")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import mlflow.spark
 from pyspark.sql import DataFrame, SparkSession
 
+from segments_lib.store import champion_copy
+from segments_lib.store.tracking import ChampionInfo
+
 
 def score(spark: SparkSession, model_uri: str, features: DataFrame | str) -> DataFrame:
     """`user_id`, `score` (the calibrated probability) for every row of `features`.
@@ -15,3 +18,10 @@ def score(spark: SparkSession, model_uri: str, features: DataFrame | str) -> Dat
     """
     frame = spark.table(features) if isinstance(features, str) else features
     return mlflow.spark.load_model(model_uri).transform(frame).select("user_id", "score")
+
+
+def score_model(spark: SparkSession, model: ChampionInfo, features: DataFrame) -> DataFrame:
+    """`score` with a scoring model that may be the registered version or its champion copy."""
+    if model.source == champion_copy.SOURCE:
+        return champion_copy.load_pipeline(model).transform(features).select("user_id", "score")
+    return score(spark, model.model_uri, features)

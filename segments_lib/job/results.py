@@ -69,6 +69,9 @@ RUNS_SCHEMA = StructType([
     StructField("stage_seconds", MapType(StringType(), DoubleType())),
     StructField("total_seconds", DoubleType()),
     StructField("finished_at", TimestampType()),
+    # registry, or champion_copy when the tracking store was down and the night scored from the copy
+    # (appended last: existing tables gain it by schema merge)
+    StructField("model_source", StringType()),
 ])
 
 
@@ -103,6 +106,7 @@ class SegmentResult:
     membership_exited: int | None = None
     membership_jaccard: float | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    model_source: str | None = None  # registry | champion_copy; None when nothing scored
 
     def as_row(self) -> tuple:
         return (
@@ -113,7 +117,7 @@ class SegmentResult:
             self.holdout_auc_pr, self.events_version, self.score_psi, self.top_drifting_features,
             self.precision_flag, self.membership_entered, self.membership_exited, self.membership_jaccard,
             {k: float(v) for k, v in self.stage_seconds.items()}, float(sum(self.stage_seconds.values())),
-            datetime.now(timezone.utc).replace(tzinfo=None),
+            datetime.now(timezone.utc).replace(tzinfo=None), self.model_source,
         )
 
 

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
+from typing import Any
 
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segments_lib.config import AppConfig
 from segments_lib.features.frame import eligible_features
-from segments_lib.job.inference import score
+from segments_lib.job.inference import score_model
 from segments_lib.job.results import (
+    STATUS_FAILED,
     STATUS_NO_ELIGIBLE,
     STATUS_OK,
     STATUS_UNREACHABLE,
@@ -39,8 +42,8 @@ from segments_lib.promise.calibration import expected_sizes
 from segments_lib.promise.checks import Drift
 from segments_lib.promise.ledger import retrain_triggers
 from segments_lib.promise.stability import ChurnStats, membership_churn
-from segments_lib.store import tables, tracking, validated
-from segments_lib.store.tracking import ChampionInfo
+from segments_lib.store import champion_copy, tables, tracking, validated
+from segments_lib.store.tracking import SCORE_WITH_LAST_CHAMPION, ChampionInfo
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,9 @@ class Night:
     run_date: date
     retrain: str  # one of results.RETRAIN_MODES
     timer: StageTimer
+    # Why the tracking store cannot be used tonight; set, the night scores from the champion copy
+    # (mlflow.on_unreachable: score_with_last_champion) and reads every model artifact from it.
+    store_down: str | None = None
 
     @property
     def keys(self) -> dict[str, object]:
@@ -81,6 +87,33 @@ class Night:
     def events_in(self, window: ReadWindow) -> DataFrame:
         """The validated events of one stage's window, read with partition pruning on event_date."""
         return validated.in_window(self.prepared.events, window)
+
+    def copied(self, run_id: str) -> champion_copy.CopiedArtifacts:
+        """The champion copy's artifacts of the model trained by `run_id` (a night without the store)."""
+        found = champion_copy.artifacts(self.spark, self.cfg, self.segment.name, run_id)
+        if found is None:
+            raise champion_copy.ChampionCopyError(
+                f"no champion copy of run {run_id} for segment {self.segment.name} at "
+                f"{champion_copy.copies_path(self.cfg)}")
+        return found
+
+    def threshold_curve(self, model: ChampionInfo) -> pd.DataFrame:
+        """The held-out precision/recall curve the scoring model was calibrated with."""
+        if self.store_down is None:
+            return tracking.run_artifact_frame(model.run_id, champion_copy.THRESHOLD_CURVE)
+        return self.copied(model.run_id).threshold_curve
+
+    def drift_baseline(self, model: ChampionInfo) -> Any | None:
+        if self.store_down is None:
+            return checks.drift_baseline(model.run_id)
+        return self.copied(model.run_id).drift_baseline
+
+    def promises_of(self, run_id: str) -> Any | None:
+        """The thresholds.json of the model that scored a closed night (None without the store and a copy)."""
+        if self.store_down is None:
+            return checks.thresholds_of_run(run_id)
+        found = champion_copy.artifacts(self.spark, self.cfg, self.segment.name, run_id)
+        return None if found is None else found.thresholds
 
 
 # ---- decide ---------------------------------------------------------------------------------------------
@@ -169,6 +202,21 @@ def scoring_model(night: Night, training: Training) -> ChampionInfo | None:
     return None
 
 
+def keep_champion_copy(night: Night, model: ChampionInfo) -> None:
+    """With `on_unreachable: score_with_last_champion`, copy the champion that scores tonight beside the
+    output tables (once per version), so a night without the tracking store can score with it."""
+    if night.cfg.mlflow.on_unreachable != SCORE_WITH_LAST_CHAMPION:
+        return
+    champion = tracking.load_champion(night.cfg.mlflow, night.segment.name)
+    if champion is None or champion.version != model.version:  # a backfill's own model is not the champion
+        return
+    with night.timer.stage("champion copy"):
+        if champion_copy.ensure_current(night.spark, night.cfg, night.segment.name, champion):
+            log.info("[%s %s] copied champion %s v%s to %s", night.segment.name, night.run_date,
+                     champion.model_name, champion.version,
+                     champion_copy.model_path(night.cfg, night.segment.name, champion.version))
+
+
 # ---- features -------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -213,7 +261,7 @@ def score_night(night: Night, model: ChampionInfo, features: NightFeatures) -> S
         control_share=cfg.nightly.control_share,
     )
     with night.timer.stage("score"):
-        scores = score(night.spark, model.model_uri, features.frame).persist()
+        scores = score_model(night.spark, model, features.frame).persist()
         return Scored(scores, membership_rows(scores, ctx))
 
 
@@ -232,10 +280,9 @@ THRESHOLDS_SCHEMA = (
 )
 
 
-def threshold_rows(spark: SparkSession, curve_run_id: str, scored: DataFrame, segment: str, run_date: date,
+def threshold_rows(spark: SparkSession, curve: pd.DataFrame, scored: DataFrame, segment: str, run_date: date,
                    model_version: int) -> DataFrame:
     """The held-out curve of the scoring model, with the size each threshold would give tonight."""
-    curve = tracking.run_artifact_frame(curve_run_id, "threshold_curve.csv")
     sizes = expected_sizes(scored, [float(t) for t in curve["threshold"]])
     rows = [
         (run_date, segment, model_version, i, float(r.threshold), float(r.precision), float(r.precision_lower),
@@ -256,7 +303,8 @@ def write_night(night: Night, model: ChampionInfo, scored: Scored) -> Written:
             description="Predictive segment membership: one row per scored eligible user per night.",
         )
     with night.timer.stage("write thresholds"):
-        curve = threshold_rows(spark, model.run_id, scored.scores, name, night.run_date, int(model.version))
+        curve = threshold_rows(spark, night.threshold_curve(model), scored.scores, name, night.run_date,
+                               int(model.version))
         tables.write_output(curve, cfg, tables.SEGMENT_THRESHOLDS, night.keys, partition_by=("run_date",),
                             description="Held-out precision/recall/size curve of the scoring model.")
     written = tables.read_output(spark, cfg, tables.SEGMENT_MEMBERSHIP)
@@ -283,15 +331,16 @@ def check_night(night: Night, model: ChampionInfo, features: NightFeatures, scor
         with night.timer.stage("stability"):
             churn = membership_churn(written.previous, written.tonight)
     with night.timer.stage("drift"):
-        drifted = checks.drift(model.run_id, features.frame, scored.scores)
-        checks.log_drift(model.run_id, night.run_date, drifted)
+        drifted = checks.drift(night.drift_baseline(model), features.frame, scored.scores)
+        if night.store_down is None:  # the run's drift metrics wait for the store; the table has them
+            checks.log_drift(model.run_id, night.run_date, drifted)
         tables.write_output(
             checks.drift_rows(spark, name, night.run_date, int(model.version), drifted), cfg,
             tables.SEGMENT_DRIFT, night.keys, partition_by=("run_date",),
             description="PSI of the score and the model's top features: holdout snapshot vs tonight.")
     with night.timer.stage("backtest"):
         events = night.events_in(backtest_window(night.segment, night.run_date))
-        flagged = checks.write_backtest(spark, cfg, events, night.segment, night.run_date)
+        flagged = checks.write_backtest(spark, cfg, events, night.segment, night.run_date, night.promises_of)
     return NightChecks(churn, drifted, flagged)
 
 
@@ -339,5 +388,43 @@ def segment_result(night: Night, training: Training, model: ChampionInfo, writte
         precision_flag=checked.precision_flag,
         membership_entered=churn.entered if churn else None, membership_exited=churn.exited if churn else None,
         membership_jaccard=churn.jaccard if churn else None,
-        stage_seconds=dict(night.timer.durations),
+        stage_seconds=dict(night.timer.durations), model_source=model.source,
     )
+
+
+# ---- a night without the tracking store -------------------------------------------------------------
+
+def score_from_copy(night: Night, store_down: str) -> SegmentResult:
+    """Tonight's night scored with the segment's champion copy, because the tracking store is down.
+
+    Nothing is trained (training needs the store; a due retrain waits for it and the reason says so).
+    Membership still names the model that produced it (name, version, run id of the copy); with no copy
+    the night fails and writes nothing.
+    """
+    night = replace(night, store_down=store_down)
+    name = night.segment.name
+    log.warning("[%s %s] %s; scoring from the champion copy", name, night.run_date, store_down)
+    with night.timer.stage("champion copy"):
+        model = champion_copy.load_current(night.spark, night.cfg, name)
+    if model is None:
+        return stopped_result(night, Training(), STATUS_FAILED, (
+            f"{store_down}, and segment {name} has no champion copy at {champion_copy.copies_path(night.cfg)} "
+            "(one is kept from the first night that scores with a champion under "
+            "mlflow.on_unreachable: score_with_last_champion); no membership was written"))
+    if model.trained_run_date is not None and model.trained_run_date > night.run_date:
+        return stopped_result(night, Training(), STATUS_FAILED, (
+            f"{store_down}, and the champion copy v{model.version} was trained for {model.trained_run_date}, "
+            f"after this run date; a backfill needs the tracking store. No membership was written"))
+    due = retrain_decision(model.trained_run_date, night.run_date, night.segment.training.retrain_every.days,
+                           night.retrain)
+    features = featurize(night, model)
+    scored = score_night(night, model, features)
+    written = write_night(night, model, scored)
+    checked = check_night(night, model, features, scored, written)
+    scored.scores.unpersist()
+    features.frame.unpersist()
+    result = segment_result(night, Training(), model, written, checked)
+    note = f"scored from the champion copy {model.model_name} v{model.version} ({store_down})"
+    if due is not None:
+        note += f"; training was due ({due}) and waits for the tracking store"
+    return replace(result, reason="; ".join(part for part in (result.reason, note) if part))

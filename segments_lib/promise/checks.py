@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -44,11 +46,18 @@ def last_night(spark: SparkSession, cfg: AppConfig, segment: str, run_date: date
     return LastNight(row["score_psi"], bool(row["precision_flag"]))
 
 
+def thresholds_of_run(run_id: str) -> Any | None:
+    """The `thresholds.json` (the promises) a model's training run logged, read from the tracking store."""
+    return run_artifact_json(run_id, "thresholds.json")
+
+
 def write_backtest(spark: SparkSession, cfg: AppConfig, events: DataFrame, segment: SegmentDefinition,
-                   run_date: date) -> bool | None:
+                   run_date: date, thresholds_of: Callable[[str], Any | None] = thresholds_of_run) -> bool | None:
     """Judge the membership whose prediction window closed by tonight; return the N-nights precision flag.
 
     None when there is no ledger yet for this segment's level (nothing scored long enough ago).
+    `thresholds_of(run_id)` gives the promises of the model that scored the closed night; None (a night
+    without the tracking store that has no copy of that model) leaves that night unjudged, with a warning.
     """
 
     membership = tables.read_output(spark, cfg, tables.SEGMENT_MEMBERSHIP)
@@ -58,13 +67,17 @@ def write_backtest(spark: SparkSession, cfg: AppConfig, events: DataFrame, segme
         run_row = scored.select("mlflow_run_id").first()
         if run_row is not None:
             # The promise is the one made by the model that scored that night, not tonight's model.
-            promises = promises_from_choices(run_artifact_json(run_row["mlflow_run_id"], "thresholds.json"),
-                                             cfg.nightly.confidence)
-            rows = night_ledger(events, scored, segment, promises, run_date)
-            tables.write_output(rows, cfg, tables.SEGMENT_BACKTEST,
-                                {"segment": segment.name, "scored_date": scored_date},
-                                partition_by=("scored_date",),
-                                description="Realized vs promised precision once the prediction window closed.")
+            choices = thresholds_of(run_row["mlflow_run_id"])
+            if choices is None:
+                log.warning("[%s %s] the promises of run %s (which scored %s) are unavailable; that night is "
+                            "not judged tonight", segment.name, run_date, run_row["mlflow_run_id"], scored_date)
+            else:
+                rows = night_ledger(events, scored, segment, promises_from_choices(choices, cfg.nightly.confidence),
+                                    run_date)
+                tables.write_output(rows, cfg, tables.SEGMENT_BACKTEST,
+                                    {"segment": segment.name, "scored_date": scored_date},
+                                    partition_by=("scored_date",),
+                                    description="Realized vs promised precision once the prediction window closed.")
     ledger = tables.read_output(spark, cfg, tables.SEGMENT_BACKTEST)
     if ledger is None:
         return None
@@ -83,17 +96,22 @@ class Drift:
     feature_psis: tuple[tuple[str, float], ...] = ()
 
 
-def drift(run_id: str, current_features: DataFrame, current_scored: DataFrame) -> Drift:
-    """PSI of the model's most important features and of the score: its holdout snapshot against tonight.
-
-    The holdout side was stored by training (`drift_baseline.json`), so a night costs two small
-    aggregations over frames it already holds, not a second feature pass.
-    """
-
+def drift_baseline(run_id: str) -> Any | None:
+    """The holdout-side histograms training stored with the run (`drift_baseline.json`), or None."""
     try:
-        baseline = run_artifact_json(run_id, DRIFT_BASELINE)
+        return run_artifact_json(run_id, DRIFT_BASELINE)
     except Exception as exc:  # a run logged before baselines existed: no drift rather than a failed night
         log.warning("run %s has no %s (%s); drift not computed", run_id, DRIFT_BASELINE, exc)
+        return None
+
+
+def drift(baseline: Any | None, current_features: DataFrame, current_scored: DataFrame) -> Drift:
+    """PSI of the model's most important features and of the score: its holdout snapshot against tonight.
+
+    The holdout side was stored by training (`drift_baseline`), so a night costs two small
+    aggregations over frames it already holds, not a second feature pass. No baseline, no drift.
+    """
+    if baseline is None:
         return Drift(None, "")
     features = [c for c in baseline["columns"] if c != SCORE_COLUMN]
     feature_psis = psi_against(baseline, current_features, features)

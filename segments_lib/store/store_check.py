@@ -11,6 +11,7 @@ import socket
 from urllib.parse import urlsplit, urlunsplit
 
 from segments_lib.config import MlflowConfig
+from segments_lib.store.tracking import SCORE_WITH_LAST_CHAMPION
 
 PROBE_TIMEOUT_S = 5.0
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -39,13 +40,29 @@ def unreachable_reason(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | No
 
 
 def tracking_store_refusal(cfg: MlflowConfig, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
-    """The message a night stops with when its tracking store is unreachable, or None when it can go on."""
+    """The message a job stops with when its tracking store is unreachable, or None when it can go on.
+
+    With `on_unreachable: score_with_last_champion` the job goes on: each segment's night then scores
+    from its champion copy (`store_down_reason`), or writes nothing when it has none.
+    """
+    if cfg.on_unreachable == SCORE_WITH_LAST_CHAMPION:
+        return None
     reason = unreachable_reason(cfg.tracking_uri, timeout_s)
     if reason is None:
         return None
-    stopped = (f"MLflow tracking store is unreachable at {mask_uri(cfg.tracking_uri)}: {reason}. "
-               "The night stopped before scoring; no membership was written.")
-    if cfg.on_unreachable == "score_with_last_champion":
-        return (f"{stopped} mlflow.on_unreachable: score_with_last_champion is not supported yet "
-                "(no local champion cache exists); fix the store or its URI and rerun the night.")
-    return f"{stopped} Fix the store or mlflow.tracking_uri (or $MLFLOW_TRACKING_URI) and rerun the night."
+    return (f"MLflow tracking store is unreachable at {mask_uri(cfg.tracking_uri)}: {reason}. "
+            "The night stopped before scoring; no membership was written. "
+            "Fix the store or mlflow.tracking_uri (or $MLFLOW_TRACKING_URI) and rerun the night, or set "
+            "mlflow.on_unreachable: score_with_last_champion to score from the champion copies.")
+
+
+def store_down_reason(cfg: MlflowConfig, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why a night must score from its champion copy: the store is unreachable and the policy allows it.
+
+    None when the store answers or the policy is `fail` (a night then uses the store, and fails when it
+    cannot).
+    """
+    if cfg.on_unreachable != SCORE_WITH_LAST_CHAMPION:
+        return None
+    reason = unreachable_reason(cfg.tracking_uri, timeout_s)
+    return None if reason is None else f"MLflow tracking store unreachable at {mask_uri(cfg.tracking_uri)}: {reason}"

@@ -154,12 +154,13 @@ def replace_partition(
     partition_by: Sequence[str] = (),
     properties: Mapping[str, str] | None = None,
     description: str | None = None,
+    merge_schema: bool = False,
 ) -> None:
     """Atomically replace the rows matching `keys` with `df` (creating the table if needed).
 
     Rows of `df` must all match `keys`; Delta enforces that with replaceWhere's constraint check.
     """
-    replace_where(df, path, replace_where_clause(keys), partition_by, properties, description)
+    replace_where(df, path, replace_where_clause(keys), partition_by, properties, description, merge_schema)
 
 
 def replace_where(
@@ -169,9 +170,13 @@ def replace_where(
     partition_by: Sequence[str] = (),
     properties: Mapping[str, str] | None = None,
     description: str | None = None,
+    merge_schema: bool = False,
 ) -> None:
     """Atomically replace the rows matching the SQL `predicate` with `df` (creating the table if needed):
-    one Delta commit, so a reader sees the old rows or the new ones, never a mix."""
+    one Delta commit, so a reader sees the old rows or the new ones, never a mix.
+
+    `merge_schema` lets a newer release add columns to a table an older one created (additive only:
+    a changed type still fails)."""
     path = str(path)
     spark = df.sparkSession
 
@@ -185,6 +190,8 @@ def replace_where(
                 writer = writer.option("description", description)
         else:
             writer = writer.mode("overwrite")
+            if merge_schema:
+                writer = writer.option("mergeSchema", "true")
         writer.save(path)
 
     try:
@@ -230,7 +237,7 @@ def write_output(
 ) -> Location:
     """Replace one (segment, date) slice of an output table, keeping it readable by non-Spark readers."""
     path = output_path(cfg, table)
-    replace_partition(df, path, keys, partition_by, READER_FRIENDLY_PROPERTIES, description)
+    replace_partition(df, path, keys, partition_by, READER_FRIENDLY_PROPERTIES, description, merge_schema=True)
     return path
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, is_dataclass
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.spark
 import pandas as pd
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
@@ -29,6 +31,10 @@ from segments_lib.language.definitions import format_duration
 
 log = logging.getLogger(__name__)
 
+SCORE_WITH_LAST_CHAMPION = "score_with_last_champion"
+FAST_FAILURE_HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                              "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
 
 def configure_mlflow(cfg: MlflowConfig) -> str:
     """Point MLflow at the configured store; for the embedded store, create its folders. Returns the URI."""
@@ -36,6 +42,12 @@ def configure_mlflow(cfg: MlflowConfig) -> str:
         Path(cfg.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     if cfg.artifact_location.is_local:  # an object-store artifact root needs no folder made in advance
         cfg.artifact_location.path.mkdir(parents=True, exist_ok=True)
+    if cfg.on_unreachable == SCORE_WITH_LAST_CHAMPION:
+        # MLflow's client retries a refused connection for minutes (7 tries, backoff factor 2); a night
+        # that can fall back to its champion copy should learn within seconds that the store is gone.
+        # Explicit settings in the environment win.
+        for variable, value in FAST_FAILURE_HTTP_SETTINGS.items():
+            os.environ.setdefault(variable, value)
     mlflow.set_tracking_uri(cfg.tracking_uri)
     mlflow.set_registry_uri(cfg.tracking_uri)
     return cfg.tracking_uri
@@ -93,6 +105,7 @@ class ChampionInfo:
     thresholds: dict[str, float | None]
     holdout_auc_pr: float | None
     feature_columns: tuple[str, ...]
+    source: str = "registry"  # or "champion_copy": model_uri is then the copy's folder (store.champion_copy)
 
 
 @dataclass(frozen=True)
@@ -396,6 +409,11 @@ def run_artifact_json(run_id: str, name: str) -> object:
     local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=name)
     with open(local, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def load_spark_model(model_uri: str) -> Any:
+    """The Spark ML pipeline logged at `model_uri` (models:/<name>/<version>, a run URI or a path)."""
+    return mlflow.spark.load_model(model_uri)
 
 
 def run_artifact_frame(run_id: str, name: str) -> pd.DataFrame:

@@ -39,16 +39,30 @@ def wait_for_health(uri: str, proc: subprocess.Popen, log: Path, timeout_s: floa
                        f"{log.read_text(errors='replace')[-3000:]}")
 
 
-@contextmanager
-def mlflow_server(work_dir: Path) -> Iterator[str]:
-    """Yield the tracking URI (http://127.0.0.1:<port>) of a running server; stop it on exit."""
+class MlflowServerProcess:
+    """A running `mlflow server` subprocess: its URI, and `stop()` (idempotent) to take it down."""
+
+    def __init__(self, uri: str, proc: subprocess.Popen, log: Path) -> None:
+        self.uri, self.proc, self.log = uri, proc, log
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+def start_mlflow_server(work_dir: Path, backend_db: Path | None = None) -> MlflowServerProcess:
+    """Start a server on loopback and wait until it is healthy.
+
+    `backend_db` serves an existing SQLite store (e.g. a workspace's embedded store, whose experiments
+    keep their local artifact locations); by default a new store in `work_dir`.
+    """
     work_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     log = work_dir / "mlflow-server.log"
+    database = backend_db or work_dir / "mlflow.db"
     command = [
         _mlflow_cli(), "server",
-        "--backend-store-uri", f"sqlite:///{(work_dir / 'mlflow.db').as_posix()}",
+        "--backend-store-uri", f"sqlite:///{database.as_posix()}",
         "--artifacts-destination", str(work_dir / "artifacts"),
         "--serve-artifacts",
         "--host", "127.0.0.1", "--port", str(port),
@@ -62,9 +76,20 @@ def mlflow_server(work_dir: Path) -> Iterator[str]:
                                 env=env)
     try:
         wait_for_health(uri, proc, log)
-        yield uri
-    finally:
+    except BaseException:
         _stop(proc)
+        raise
+    return MlflowServerProcess(uri, proc, log)
+
+
+@contextmanager
+def mlflow_server(work_dir: Path) -> Iterator[str]:
+    """Yield the tracking URI (http://127.0.0.1:<port>) of a running server; stop it on exit."""
+    server = start_mlflow_server(work_dir)
+    try:
+        yield server.uri
+    finally:
+        server.stop()
 
 
 def _stop(proc: subprocess.Popen) -> None:
