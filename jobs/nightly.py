@@ -29,7 +29,8 @@ from segments_lib.store.session import EnvironmentProblem
 log = logging.getLogger("jobs.nightly")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None, today: date | None = None) -> argparse.Namespace:
+    """The arguments, checked; `today` (UTC) is the wall clock's date unless a test fixes it."""
     parser = job_parser(__doc__, "jobs.nightly", {
         EXIT_OK: "every segment ended ok, skipped or precision_unreachable",
         EXIT_FAILED: "at least one segment failed (the summary says which and why)",
@@ -55,7 +56,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("use either --date or --from/--to")
     if args.date_from is not None and args.date_from > args.date_to:
         parser.error(f"--from {args.date_from} is after --to {args.date_to}")
+    refusal = future_date_refusal(args, today or datetime.now(timezone.utc).date())
+    if refusal is not None:
+        parser.error(refusal)
     return args
+
+
+def future_date_refusal(args: argparse.Namespace, today: date) -> str | None:
+    """Why a run date after today (UTC) is refused, else None. Its night would score on a day whose
+    events have not all happened (features use every event before D 00:00 UTC) and write membership
+    that later nights cannot trust, so it stops here, before any session or table is touched."""
+    latest = args.date_to if args.date_to is not None else args.date
+    option = "--to" if args.date_to is not None else "--date"
+    if latest is None or latest <= today:
+        return None
+    return (f"{option} {latest} is in the future: today is {today} (UTC), and a night can run only once its "
+            "date has come; give a date up to today")
 
 
 def run_dates(args: argparse.Namespace) -> list[date]:

@@ -110,3 +110,24 @@ def test_unresolvable_delta_package_is_one_line_naming_the_settings(tmp_path: Pa
         "(io.delta:delta-spark_9.9_2.13:0.0.1) and access to Maven Central, or list pre-downloaded JARs in "
         "spark.delta_jars.")
     assert "\n" not in str(caught.value)
+
+
+def test_a_second_process_waits_for_the_jar_resolution_lock_until_the_first_releases_it(tmp_path: Path) -> None:
+    """Ivy cannot share its cache with a concurrent resolution: the second job (or test worker) that
+    finds no cached JARs waits on the cache's lock file, then reads the manifest the first one wrote."""
+    from segments_lib.store.session import _resolution_lock
+
+    cfg = make_config(tmp_path / "ws", spark={"jars_cache_dir": str(tmp_path / "jars")})
+    waiter = ("from types import SimpleNamespace; from pathlib import Path; "
+              "from segments_lib.store.session import _resolution_lock\n"
+              f"cache = SimpleNamespace(jars_cache_dir=Path({str(tmp_path / 'jars')!r}))\n"
+              "print('waiting', flush=True)\n"
+              "with _resolution_lock(cache): print('acquired', flush=True)")
+    with _resolution_lock(cfg.spark):
+        second = subprocess.Popen([sys.executable, "-c", waiter], stdout=subprocess.PIPE, text=True,
+                                  cwd=Path(__file__).resolve().parent.parent)
+        assert second.stdout.readline().strip() == "waiting"
+        with pytest.raises(subprocess.TimeoutExpired):
+            second.wait(timeout=3)  # blocked the whole time this process holds the lock
+    out, _ = second.communicate(timeout=60)
+    assert out.strip() == "acquired" and second.returncode == 0

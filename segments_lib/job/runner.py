@@ -6,8 +6,9 @@ Kept out of `jobs/` so that the demo, the tests and the notebooks drive exactly 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 
@@ -46,7 +47,7 @@ from segments_lib.language.windows import day_chunks, refresh_from, training_win
 from segments_lib.progress import StageTimer
 from segments_lib.store import tables, validated
 from segments_lib.store.session import build_session
-from segments_lib.store.sources import SourceError, SourceEvents, read_events_source
+from segments_lib.store.sources import SourceError, SourceEvents, damaged_files_named, read_events_source
 from segments_lib.store.store_check import mask_uri, store_down_reason, tracking_store_refusal
 from segments_lib.store.tracking import configure_mlflow
 
@@ -58,13 +59,23 @@ class JobError(RuntimeError):
 
 
 def read_source_events(spark: SparkSession, cfg: AppConfig) -> tuple[DataFrame, int | None]:
-    """The configured events source and its Delta version (None for other formats); a missing or
-    unreachable source is a JobError naming events.path (events.table, events.jdbc.url)."""
-    try:
+    """The configured events source and its Delta version (None for other formats); a missing,
+    unreachable or damaged source is a JobError naming events.path (events.table, events.jdbc.url)."""
+    with source_errors(cfg):
         source = read_events_source(spark, cfg.events)
+    return source.frame, source.version
+
+
+@contextmanager
+def source_errors(cfg: AppConfig) -> Iterator[None]:
+    """Around anything that reads the source, its actions included (Spark reads lazily, so a damaged file
+    fails the first count or write that touches it): a missing, unreachable or damaged source is a
+    JobError naming the config key, and the file when one is damaged."""
+    try:
+        with damaged_files_named(cfg.events):
+            yield
     except SourceError as exc:
         raise JobError(str(exc)) from exc
-    return source.frame, source.version
 
 
 @dataclass(frozen=True)
@@ -98,10 +109,8 @@ def conformed_source(spark: SparkSession, cfg: AppConfig, first_day: date | None
                      end_day: date | None) -> tuple[DataFrame, SourceEvents]:
     """The source's rows of the days [first_day, end_day) in the events contract, exactly (the source's
     own narrowing is a superset); a missing source is a JobError naming the config key."""
-    try:
+    with source_errors(cfg):
         source = read_events_source(spark, cfg.events, _midnight(first_day), _midnight(end_day))
-    except SourceError as exc:
-        raise JobError(str(exc)) from exc
     conformed = conform_events(source.frame, cfg.events)
     return narrowed(conformed, _midnight(first_day), _midnight(end_day)), source
 
@@ -114,7 +123,8 @@ def import_chunks(spark: SparkSession, cfg: AppConfig, first_day: date | None, e
     if chunk_days is None:
         return [(first_day, end_day)]
     conformed, _ = conformed_source(spark, cfg, first_day, end_day)
-    row = conformed.agg(F.min("event_date").alias("lo"), F.max("event_date").alias("hi")).first()
+    with source_errors(cfg):
+        row = conformed.agg(F.min("event_date").alias("lo"), F.max("event_date").alias("hi")).first()
     if row is None or row["lo"] is None:
         return [(first_day, end_day)]
     # Cut no further than today: later rows are future events (quarantined), and a row stamped in 2100
@@ -161,7 +171,7 @@ def import_days(spark: SparkSession, cfg: AppConfig, first_day: date | None, end
     version, description = None, ""
     quarantine_exists = tables.is_delta_table(spark, tables.quarantine_path(cfg))
     for i, (lo, hi) in enumerate(chunks, start=1):
-        with timer.stage(f"import {day_range_text(lo, hi)} ({i}/{len(chunks)})"):
+        with timer.stage(f"import {day_range_text(lo, hi)} ({i}/{len(chunks)})"), source_errors(cfg):
             frame, source = conformed_source(spark, cfg, lo, hi)
             version, description = source.version, source.description
             result = validate(frame, now, rules, run_date=quarantine_date, storage_level=StorageLevel.MEMORY_AND_DISK)
@@ -251,13 +261,7 @@ def run_segment(spark: SparkSession, cfg: AppConfig, segment: SegmentDefinition,
         if model is None:
             return stages.stopped_result(night, training, STATUS_SKIPPED, stages.NO_MODEL_REASON)
         stages.keep_champion_copy(night, model)
-        features = stages.featurize(night, model)
-        scored = stages.score_night(night, model, features)
-        written = stages.write_night(night, model, scored)
-        checked = stages.check_night(night, model, features, scored, written)
-        scored.scores.unpersist()
-        features.frame.unpersist()
-        return stages.segment_result(night, training, model, written, checked)
+        return stages.score_and_check(night, training, model)
     except Exception as exc:
         # The store may have gone away mid-night: every write so far replaced this night's own slices,
         # so scoring the night again from the champion copy leaves one consistent set of rows.

@@ -392,6 +392,17 @@ def segment_result(night: Night, training: Training, model: ChampionInfo, writte
     )
 
 
+def score_and_check(night: Night, training: Training, model: ChampionInfo) -> SegmentResult:
+    """features → score → write → checks with `model`, then the night's `segment_runs` row."""
+    features = featurize(night, model)
+    scored = score_night(night, model, features)
+    written = write_night(night, model, scored)
+    checked = check_night(night, model, features, scored, written)
+    scored.scores.unpersist()
+    features.frame.unpersist()
+    return segment_result(night, training, model, written, checked)
+
+
 # ---- a night without the tracking store -------------------------------------------------------------
 
 def score_from_copy(night: Night, store_down: str) -> SegmentResult:
@@ -417,13 +428,7 @@ def score_from_copy(night: Night, store_down: str) -> SegmentResult:
             f"after this run date; a backfill needs the tracking store. No membership was written"))
     due = retrain_decision(model.trained_run_date, night.run_date, night.segment.training.retrain_every.days,
                            night.retrain)
-    features = featurize(night, model)
-    scored = score_night(night, model, features)
-    written = write_night(night, model, scored)
-    checked = check_night(night, model, features, scored, written)
-    scored.scores.unpersist()
-    features.frame.unpersist()
-    result = segment_result(night, Training(), model, written, checked)
+    result = score_and_check(night, Training(), model)
     note = f"scored from the champion copy {model.model_name} v{model.version} ({store_down})"
     if due is not None:
         note += f"; training was due ({due}) and waits for the tracking store"

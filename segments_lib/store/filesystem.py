@@ -76,3 +76,35 @@ def ensure_writable_directory(spark: SparkSession, location: Location, setting: 
         filesystem.delete(path, False)
     except Py4JJavaError as exc:
         raise StorageError(f"location {location} ({setting} in config) is not writable: {_java_reason(exc)}") from exc
+
+
+def list_names(spark: SparkSession, location: Location, setting: str) -> list[str]:
+    """The names of the entries of a directory ([] when it does not exist); unreachable: StorageError."""
+    if location.is_local:
+        return sorted(os.listdir(location.path)) if location.path.is_dir() else []
+    try:
+        filesystem, path = _hadoop(spark, location)
+        if not filesystem.exists(path):
+            return []
+        return sorted(str(status.getPath().getName()) for status in filesystem.listStatus(path))
+    except Py4JJavaError as exc:
+        raise StorageError(f"cannot list {location} ({setting} in config): {_java_reason(exc)}") from exc
+
+
+def read_bytes(spark: SparkSession, location: Location, setting: str) -> bytes:
+    """A small file's bytes, as stored (no checksum check on the local disk: a damaged file is what the
+    caller is looking for). Unreachable or unreadable: StorageError."""
+    if location.is_local:
+        try:
+            return location.path.read_bytes()
+        except OSError as exc:
+            raise StorageError(f"cannot read {location} ({setting} in config): {exc}") from exc
+    try:
+        filesystem, path = _hadoop(spark, location)
+        stream = filesystem.open(path)
+        try:
+            return bytes(spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
+        finally:
+            stream.close()
+    except Py4JJavaError as exc:
+        raise StorageError(f"cannot read {location} ({setting} in config): {_java_reason(exc)}") from exc

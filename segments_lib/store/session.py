@@ -11,6 +11,7 @@ for `spark-submit`.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import logging
 import os
@@ -19,6 +20,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from pyspark import SparkConf, SparkContext
@@ -213,10 +216,30 @@ def build_session(cfg: SparkConfig, app_name: str | None = None):  # -> SparkSes
         wanted["spark.sql.catalog.spark_catalog"] = DELTA_CATALOG
     wanted = {**local_mode_conf(fixed.get("spark.master", wanted["spark.master"])), **wanted}
 
-    jar_conf: dict[str, str] = {}
     has_delta_jars = any("delta" in fixed.get(k, "") for k in ("spark.jars", "spark.jars.packages"))
+    resolves = not _launched_by_spark_submit() and not has_delta_jars and cached_delta_jars(cfg) is None
+    # Two jobs (or two test workers) starting together on a fresh machine would otherwise run Ivy in
+    # the same cache at once, which fails or leaves half-written files: the second waits and reuses.
+    with _resolution_lock(cfg) if resolves else nullcontext():
+        return _build(cfg, fixed, wanted, has_delta_jars)
+
+
+@contextmanager
+def _resolution_lock(cfg: SparkConfig) -> Iterator[None]:
+    lock_path = cfg.jars_cache_dir.expanduser() / "resolve.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build(cfg: SparkConfig, fixed: dict[str, str], wanted: dict[str, str], has_delta_jars: bool):
+    jar_conf: dict[str, str] = {}
     if not _launched_by_spark_submit() and not has_delta_jars:
-        jars = cached_delta_jars(cfg)
+        jars = cached_delta_jars(cfg)  # read again: a job that held the lock before may have cached them
         if jars:
             jar_conf["spark.jars"] = ",".join(jars)
         else:

@@ -7,6 +7,12 @@ partition filter on an `event_date` date column, a WHERE on the time column in t
 widened by a day on each side, because a source's dates and zone-less times may be local ones: the
 result is a superset, and the caller filters exactly after conform.
 
+A damaged source stops the read with a `SourceError` that names the file and the config key, never
+a Java stack trace and never a silent skip (`spark.sql.files.ignoreCorruptFiles` stays off): a file
+Spark cannot read (truncated, not Parquet) fails whatever action first touches it, inside
+`damaged_files_named`; a Delta events table whose log is damaged, or an events path that is a file
+where a folder belongs, is refused before the read.
+
 Database credentials come only from the environment variables the config names
 (`events.jdbc.user_env`, `events.jdbc.password_env`); neither value is ever logged, described or put
 into an error message.
@@ -15,19 +21,24 @@ into an error message.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
+from py4j.java_gateway import is_instance_of
+from py4j.protocol import Py4JError
+from pyspark import SparkContext
 from pyspark.sql import Column, DataFrame, DataFrameReader, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from segments_lib.config import EventsConfig, jdbc_driver
+from segments_lib.locations import Location
 from segments_lib.store import filesystem, tables
 
 log = logging.getLogger(__name__)
@@ -89,6 +100,14 @@ def _read_files(spark: SparkSession, events: EventsConfig) -> SourceEvents:
     except filesystem.StorageError as exc:
         raise SourceError(str(exc)) from exc
     if fmt == "delta":
+        if found and not filesystem.is_directory(spark, path, "events.path"):
+            raise SourceError(
+                f"no Delta table at {path} (events.path in config): it is a file, and a Delta table is a folder "
+                "holding a _delta_log folder. Point events.path at the table's folder, or set events.format to "
+                "the file's format (parquet, csv, json)."
+            )
+        if found:
+            check_delta_log(spark, path)
         if not found or not tables.is_delta_table(spark, path):
             raise SourceError(
                 f"events table not found: no Delta table at {path} (events.path in config). "
@@ -130,6 +149,175 @@ def _table_location(spark: SparkSession, name: str) -> str:
     if not rows:
         raise ValueError(f"{name} has no location (a view)")
     return rows[0]["data_type"]
+
+
+# --- a damaged Delta log -----------------------------------------------------------------------------
+
+_LOG = "_delta_log"
+_COMMIT = re.compile(r"^(\d{20})\.json$")
+# Delta's own checksum of a version (not Hadoop's hidden `.name.crc` beside each local file).
+_CHECKSUM = re.compile(r"^(\d{20})\.crc$")
+_CHECKPOINT = re.compile(r"^(\d{20})\.checkpoint(\.\d+\.\d+)?\.parquet$")
+
+
+def _versions(names: list[str], pattern: re.Pattern[str]) -> set[int]:
+    return {int(match[1]) for match in map(pattern.match, names) if match}
+
+
+def check_delta_log(spark: SparkSession, path: Location) -> None:
+    """Refuse a Delta events table whose newest log entry is missing, empty or not JSON.
+
+    Delta itself reads such a table without a word in two of these cases: a missing newest commit makes
+    the previous version the newest, an empty one a commit that adds nothing, and either way that
+    commit's events are gone. Garbage fails deep inside Delta without naming the file. The newest
+    version is the largest among the commits, Delta's checksums and the checkpoints; its commit must be
+    there and hold one JSON action per line."""
+    log_dir = path / _LOG
+    try:
+        names = filesystem.list_names(spark, log_dir, "events.path")
+    except filesystem.StorageError as exc:
+        raise SourceError(str(exc)) from exc
+    commits = _versions(names, _COMMIT)
+    if not commits:
+        return  # not a Delta table (or a log of checkpoints only): the read says so
+    known = commits | _versions(names, _CHECKSUM) | _versions(names, _CHECKPOINT)
+    newest = max(known)
+    damaged = f"events table at {path} (events.path in config) has a damaged Delta log"
+    if newest not in commits:
+        raise SourceError(
+            f"{damaged}: its newest entry {log_dir / f'{newest:020d}.json'} is missing, but other files of version "
+            f"{newest} are there ({', '.join(n for n in names if n.startswith(f'{newest:020d}.'))}); Delta would "
+            f"read version {max(commits)} and silently lose the events of the versions after it. Put back an "
+            "intact copy of the file; nothing was read or written."
+        )
+    problem = _commit_problem(spark, log_dir / f"{newest:020d}.json")
+    if problem is not None:
+        raise SourceError(
+            f"{damaged}: its newest entry {log_dir / f'{newest:020d}.json'} {problem}, as a truncated or "
+            "overwritten file is; Delta would fail on it or lose the events it adds. Put back an intact copy of "
+            "the file; nothing was read or written."
+        )
+
+
+def _commit_problem(spark: SparkSession, commit: Location) -> str | None:
+    """What is wrong with a commit file (empty, a line that is not a JSON object), else None."""
+    try:
+        text = filesystem.read_bytes(spark, commit, "events.path").decode("utf-8", errors="replace")
+    except filesystem.StorageError as exc:
+        raise SourceError(str(exc)) from exc
+    if not text.strip():
+        return "is empty"
+    for number, line in enumerate(text.splitlines(), start=1):
+        try:
+            action = json.loads(line)
+        except ValueError as exc:
+            if isinstance(exc, json.JSONDecodeError):
+                return f"is not valid JSON (line {number}, column {exc.colno}: {exc.msg.removesuffix(' at')})"
+            return f"is not valid JSON (line {number}: {exc})"
+        if not isinstance(action, dict):
+            return f"holds no Delta action at line {number}"
+    return None
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --- damaged files --------------------------------------------------------------------------------
+
+# Spark's error condition for a data file it could not read (truncated, not Parquet, a checksum that does
+# not match, gone); its `path` parameter names the file.
+_FAILED_READ = "FAILED_READ_FILE"
+_MISSING_FILE = "FAILED_READ_FILE.FILE_NOT_EXIST"
+# A cause chain longer than this is a loop in the JVM's exceptions, not a deeper cause.
+_MAX_CAUSES = 32
+
+
+@dataclass(frozen=True)
+class JavaFailure:
+    """One exception of a Spark failure's cause chain: its error condition, parameters and first line."""
+    condition: str | None
+    parameters: dict[str, str] = field(default_factory=dict)
+    text: str = ""
+
+
+def java_failures(exc: BaseException) -> list[JavaFailure]:
+    """The JVM exception behind a PySpark error and its causes, outermost first; [] for a Python error.
+
+    A failed action raises one wrapper ("Job aborted due to stage failure"); the condition and the
+    file name sit on a cause further down, so the whole chain is read."""
+    java = getattr(exc, "java_exception", None) or getattr(exc, "_origin", None)
+    gateway, jvm = SparkContext._gateway, SparkContext._jvm
+    failures: list[JavaFailure] = []
+    try:
+        while java is not None and gateway is not None and len(failures) < _MAX_CAUSES:
+            condition, parameters = None, {}
+            if is_instance_of(gateway, java, "org.apache.spark.SparkThrowable"):
+                condition = jvm.PythonErrorUtils.getCondition(java)
+                parameters = dict(jvm.PythonErrorUtils.getMessageParameters(java) or {})
+            lines = [line.strip() for line in str(java.toString()).splitlines() if line.strip()]
+            failures.append(JavaFailure(condition, parameters, lines[0][:400] if lines else ""))
+            cause = java.getCause()
+            java = None if cause is None or cause.equals(java) else cause
+    except Py4JError:  # the JVM went away mid-walk: what was read so far, and the caller's error stands
+        pass
+    return failures
+
+
+def _spark_path(text: str) -> Location:
+    """Spark spells local files `file:/x` or `file:///x`; a Location is the plain path."""
+    return Location.parse(re.sub(r"^file:(//)?(?=/)", "", text))
+
+
+def _within(root: Location, candidate: Location) -> bool:
+    return candidate == root or root.contains(candidate)
+
+
+def damaged_file_error(exc: BaseException, events: EventsConfig) -> SourceError | None:
+    """A SourceError naming the events file Spark could not read, when that is what `exc` is; else None
+    (another failure, or a file outside events.path: that is not the source's damage to report)."""
+    failures = java_failures(exc)
+    failed = next((f for f in failures if (f.condition or "").startswith(_FAILED_READ) and "path" in f.parameters),
+                  None)
+    if failed is None or events.path is None:
+        return None
+    file = _spark_path(failed.parameters["path"])
+    if not _within(events.path, file):
+        return None
+    # The innermost cause is the reader's own words ("is not a Parquet file", "Unexpected end-of-input").
+    cause = _short(failures[-1].text if failures[-1] is not failed else failed.text, 300)
+    stopped = "the job stopped before writing the days it was reading"
+    if file.parent.name == _LOG:
+        return SourceError(
+            f"events table at {events.path} (events.path in config) has a damaged Delta log: {file} cannot be "
+            f"read ({cause}). Put back an intact copy of it; {stopped}."
+        )
+    where = (f"events.path {events.path} in config" if file == events.path
+             else f"under events.path {events.path} in config")
+    if failed.condition == _MISSING_FILE:
+        return SourceError(
+            f"events file {file} ({where}, format {events.format}) is missing: the table lists it but it is gone. "
+            f"Put it back, or restore the table to a version without it; {stopped}."
+        )
+    remedy = ("or restore the table to a version before the file was added" if events.format == "delta"
+              else "or move it out of the folder, if its events may be lost")
+    return SourceError(
+        f"events file {file} ({where}, format {events.format}) cannot be read, it is damaged or truncated: "
+        f"{cause}. Put back an intact copy ({remedy}); {stopped}, and no file is skipped silently."
+    )
+
+
+@contextmanager
+def damaged_files_named(events: EventsConfig) -> Iterator[None]:
+    """Spark reads lazily: a damaged source file fails whatever action first touches it (a count, a
+    write). Inside this block that failure becomes a SourceError naming the file; others pass unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        damaged = damaged_file_error(exc, events)
+        if damaged is None:
+            raise
+        raise damaged from exc
 
 
 # --- JDBC ------------------------------------------------------------------------------------------
