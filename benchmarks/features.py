@@ -190,27 +190,57 @@ def _duckdb_columns(spec: FeatureSpec, pairs_then: list[str]) -> list[str]:
     return cols
 
 
-class PeakRss:
+class BackgroundSampler:
+    """Calls `sample` every `interval` s in a daemon thread while in the `with` block; `started` and
+    `stopped` run on entry and exit (totals such as CPU or GC time are read there)."""
+
+    interval = 0.2
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+    def started(self) -> None:
+        pass
+
+    def stopped(self) -> None:
+        pass
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self):  # -> Self: the subclass
+        self._stop = threading.Event()
+        self.started()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.stopped()
+
+
+class PeakRss(BackgroundSampler):
     """Samples the RSS of this process and of its java child every 0.2 s while in the `with` block."""
 
     def __init__(self) -> None:
         self.jvm = self.python = 0
         self.jvm_cpu = self.python_cpu = 0.0
-        self._stop = threading.Event()
         self._me = psutil.Process()
+        self._java_process: psutil.Process | None = None
 
     def _java(self) -> psutil.Process | None:
         return next((p for p in self._me.children(recursive=True) if "java" in p.name()), None)
 
-    def _sample(self) -> None:
-        java = self._java()
-        while not self._stop.is_set():
-            try:
-                self.jvm = max(self.jvm, java.memory_info().rss if java else 0)
-            except psutil.NoSuchProcess:
-                java = None
-            self.python = max(self.python, self._me.memory_info().rss)
-            self._stop.wait(0.2)
+    def sample(self) -> None:
+        try:
+            self.jvm = max(self.jvm, self._java_process.memory_info().rss if self._java_process else 0)
+        except psutil.NoSuchProcess:
+            self._java_process = None
+        self.python = max(self.python, self._me.memory_info().rss)
 
     def _cpu(self) -> tuple[float, float]:
         """CPU seconds (user + system) of the JVM and of this process: fair under a shared machine's load."""
@@ -218,15 +248,11 @@ class PeakRss:
         jvm = sum(java.cpu_times()[:2]) if java else 0.0
         return jvm, sum(self._me.cpu_times()[:2])
 
-    def __enter__(self) -> PeakRss:
+    def started(self) -> None:
+        self._java_process = self._java()
         self._cpu_start = self._cpu()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def stopped(self) -> None:
         jvm, python = self._cpu()
         self.jvm_cpu, self.python_cpu = jvm - self._cpu_start[0], python - self._cpu_start[1]
 

@@ -43,7 +43,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections import Counter
@@ -55,7 +54,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from benchmarks.features import PeakRss
+from benchmarks.features import BackgroundSampler, PeakRss
 from segments_lib.intake import demo
 
 WORK = Path(__file__).resolve().parent / "_work" / "skew_and_size"
@@ -215,7 +214,7 @@ def whale_segment_yaml(training: str) -> str:
 # --- one point: one night in this process ----------------------------------------------------------
 
 
-class JvmHeap:
+class JvmHeap(BackgroundSampler):
     """Samples the driver JVM's heap over JMX (py4j) every `interval` s while in the `with` block.
 
     `used`: heap in use (live data plus garbage not yet collected: it climbs towards the heap's soft
@@ -235,9 +234,8 @@ class JvmHeap:
         self.gc_seconds = 0.0
         self.gc_count = 0
         self.errors = 0
-        self._interval = interval
+        self.interval = interval
         self._seen: dict[str, int] = {}  # collector → id of the last collection already read
-        self._stop = threading.Event()
 
     def _gc_totals(self) -> tuple[int, int]:
         return (sum(max(0, gc.getCollectionTime()) for gc in self._gcs),
@@ -252,24 +250,17 @@ class JvmHeap:
             after = sum(u.getUsed() for name, u in info.getMemoryUsageAfterGc().items() if name in self._heap_pools)
             self.after_gc = max(self.after_gc, after)
 
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.used = max(self.used, self._memory.getHeapMemoryUsage().getUsed())
-                self._read_last_gcs()
-            except Exception:  # a py4j hiccup under load loses a sample, not the measurement
-                self.errors += 1
-            self._stop.wait(self._interval)
+    def sample(self) -> None:
+        try:
+            self.used = max(self.used, self._memory.getHeapMemoryUsage().getUsed())
+            self._read_last_gcs()
+        except Exception:  # a py4j hiccup under load loses a sample, not the measurement
+            self.errors += 1
 
-    def __enter__(self) -> JvmHeap:
+    def started(self) -> None:
         self._gc_start = self._gc_totals()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def stopped(self) -> None:
         ms, count = self._gc_totals()
         self.gc_seconds, self.gc_count = (ms - self._gc_start[0]) / 1000, count - self._gc_start[1]
 
