@@ -6,6 +6,9 @@ PY     := $(VENV)/bin/python
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP     := $(VENV)/.dev-installed
 DEMO_ARGS ?=
+# pytest workers for `make test`, each taking whole test modules (their module fixtures are built once);
+# TEST_WORKERS=0 runs the suite in this process.
+TEST_WORKERS ?= 2
 
 .PHONY: install install-dev demo test lint clean package
 
@@ -35,7 +38,7 @@ demo: $(RUNTIME_STAMP)
 ## Lint, then the whole test suite (slow fault and cluster tests included).
 test: $(DEV_STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(DEV_STAMP)
 	$(PY) -m ruff check .

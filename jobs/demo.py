@@ -1,6 +1,6 @@
 """The README's main command: demo events (generated once), then the nightly job in local mode.
 
-    python -m jobs.demo                      # 10k users × 100 days (demo.* in conf/base.yaml), run date = 2026-06-01
+    python -m jobs.demo                      # 6,000 users × 100 days (demo.* in conf/base.yaml), run date = 2026-06-01
     python -m jobs.demo --users 200000 --days 120 --fresh   # bigger (regenerates the events)
     python -m jobs.demo --fresh              # regenerate the events even if they exist
 """

@@ -1,6 +1,6 @@
 """Write the demo events table (Delta, partitioned by event_date) and the generator's ground truth.
 
-    python -m jobs.generate_demo_events --conf local [--users 10000 --days 100 --end-date 2026-06-01 --seed 7]
+    python -m jobs.generate_demo_events --conf local [--users 6000 --days 100 --end-date 2026-06-01 --seed 7]
 
 The events overwrite the table at `events.path`; the ground truth goes to `<output.root>/demo_ground_truth`.
 Both are written with delta-rs straight from Arrow batches (no Spark needed), one day in memory at a time.

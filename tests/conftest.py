@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -14,6 +15,14 @@ from segments_lib.config import AppConfig, load_config
 from segments_lib.store.sources import POSTGRES_DRIVER
 
 os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
+
+# A pytest-xdist worker runs under execnet, whose __main__ has neither __spec__ nor __file__. On import
+# (mlflow.spark imports it) pyspark.sql.connect takes that for a doctest run without Spark Connect's
+# dependencies and calls sys.exit(0), which failed every test that logs a model. A name makes the worker's
+# __main__ look like any script's, so the import checks the dependencies and raises ImportError as usual.
+_main = sys.modules["__main__"]
+if getattr(_main, "__spec__", None) is None and not hasattr(_main, "__file__"):
+    _main.__file__ = "pytest-xdist-worker"
 
 TEST_SPARK_CONF = {
     "spark.sql.shuffle.partitions": "2",

@@ -75,7 +75,7 @@ def test_every_key_of_base_yaml_is_on_the_page_with_its_default_and_a_comment() 
             assert f"| `{dotted}` |" in page, dotted
         assert comments.get(path), f"{dotted} has no comment in conf/base.yaml"
     # a few rows by hand: key, default as YAML, the comment written next to it
-    assert "| `demo.users` | `10000` | demo users generated |" in page
+    assert "| `demo.users` | `6000` | demo users generated |" in page
     assert "| `spark.master` | `null` | null: local[*], unless spark-submit already set one" in page
     assert "| `events.format` | `delta` | delta \\| parquet \\| csv \\| json \\| table \\| jdbc |" in page
     assert "| `events.source_timezone` | `null` | Zone of zone-less times" in page
@@ -144,7 +144,7 @@ def test_open_sections_are_mappings_in_base_yaml() -> None:
 
 def test_demo_defaults_come_from_base_yaml() -> None:
     cfg = load_config(None)
-    assert (cfg.demo.users, cfg.demo.days, cfg.demo.seed, cfg.demo.end_date) == (10000, 100, 7, "2026-06-01")
+    assert (cfg.demo.users, cfg.demo.days, cfg.demo.seed, cfg.demo.end_date) == (6000, 100, 7, "2026-06-01")
 
 
 def test_a_key_missing_from_the_merged_yaml_is_an_error_not_a_silent_default() -> None:
