@@ -26,11 +26,13 @@ import tempfile
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_type_hints
 
 import yaml
 
+from segments_lib.language.definitions import parse_duration
 from segments_lib.locations import Location, LocationError, is_file, read_text
 
 if TYPE_CHECKING:
@@ -158,6 +160,8 @@ class SparkConfig:
 @dataclass(frozen=True)
 class NightlyConfig:
     control_share: float
+    control_rotate_every: timedelta  # whole days: the control group is re-drawn once per period of this length
+    control_experiment: str | None  # a name: the draw is kept until the name changes (rotation ignored)
     min_segment_size: int
     threshold_curve_points: int
     confidence: float
@@ -496,8 +500,39 @@ def _parse_levels(sec: _Section) -> dict[str, float]:
     return dict(sorted(levels.items(), key=lambda kv: -kv[1]))
 
 
+_CONTROL_KEYS = ("control_rotate_every", "control_experiment")  # parsed by hand below
+
+
+def _parse_rotation(sec: _Section) -> timedelta:
+    """`nightly.control_rotate_every`: a duration of whole days (7d, 90d, 13w), at least one day."""
+    key = sec._key("control_rotate_every")
+    text = sec.get("control_rotate_every", str)
+    try:
+        period = parse_duration(text)
+    except ValueError as exc:
+        raise ConfigError(f"{sec.source}: '{key}': {exc}") from exc
+    if period < timedelta(days=1) or period % timedelta(days=1):
+        raise ConfigError(f"{sec.source}: '{key}' must be a whole number of days such as 90d or 13w, "
+                          f"found {text!r}")
+    return period
+
+
+def _parse_experiment(sec: _Section) -> str | None:
+    """`nightly.control_experiment`: null, or a non-empty name."""
+    name = sec.get("control_experiment", str)
+    if name is not None and not name.strip():
+        raise ConfigError(f"{sec.source}: '{sec._key('control_experiment')}' must be a non-empty name or null, "
+                          f"found {name!r}")
+    return name
+
+
 def _parse_nightly(sec: _Section, source: str) -> NightlyConfig:
-    nightly = _parse_simple(sec, NightlyConfig)
+    hints = get_type_hints(NightlyConfig)
+    simple = {f.name: sec.get(f.name, hints[f.name]) for f in fields(NightlyConfig) if f.name not in _CONTROL_KEYS}
+    nightly = NightlyConfig(**simple, control_rotate_every=_parse_rotation(sec),
+                            control_experiment=_parse_experiment(sec))
+    if not 0.0 <= nightly.control_share < 1.0:
+        raise ConfigError(f"{source}: 'nightly.control_share' must be in [0, 1), found {nightly.control_share}")
     if nightly.parallel_segments < 1:
         raise ConfigError(f"{source}: 'nightly.parallel_segments' must be at least 1, "
                           f"found {nightly.parallel_segments}")

@@ -93,11 +93,15 @@ def test_rerun_of_the_same_night_gives_identical_tables(spark, night: AppConfig)
 
 def test_control_group_is_about_ten_percent_and_stable(spark, night: AppConfig) -> None:
     members = _membership(spark, night)
-    total = members.count()
-    control = members.where("control_group").count()
-    # share 0.10 of ~2×(eligible) rows: allow 4 binomial standard deviations.
+    # Both nights are in one 90-day rotation period, so a (segment, user) keeps one arm on both.
+    arms = members.select("segment", "user_id", "control_group").distinct()
+    total = arms.count()
+    assert total == members.select("segment", "user_id").distinct().count()
+    assert members.count() > total  # users scored on both nights, with one flag each
+    control = arms.where("control_group").count()
+    # share 0.10 of the (segment, user) draws: allow 4 binomial standard deviations.
     expected, sd = 0.10 * total, (total * 0.1 * 0.9) ** 0.5
-    assert abs(control - expected) <= 4 * sd
+    assert abs(control - expected) <= 4 * sd, (control, total)
 
 
 def test_membership_is_readable_without_spark(night: AppConfig) -> None:

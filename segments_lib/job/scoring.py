@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -21,6 +21,7 @@ from pyspark.sql.types import (
 from segments_lib.language.definitions import NAMED_LEVELS
 
 CONTROL_BUCKETS = 10_000
+EPOCH = date(1970, 1, 1)  # rotation periods are counted from here, so every night agrees on them
 _LEVEL_NOTES = {"high": " (smallest, most accurate)", "low": " (largest, broadest)"}
 
 # Stable, documented columns: BI tools and campaign systems read these names.
@@ -37,7 +38,8 @@ MEMBERSHIP_COLUMNS: tuple[tuple[str, object, str], ...] = (
     ("model_name", StringType(), "MLflow registered model that produced the score."),
     ("model_version", IntegerType(), "MLflow model version that produced the score."),
     ("mlflow_run_id", StringType(), "MLflow run that trained and calibrated the model."),
-    ("control_group", BooleanType(), "Random hold-out (hash of segment, user, date): do not target; measure uplift."),
+    ("control_group", BooleanType(), "Random hold-out (hash of segment, user and the rotation period or experiment, "
+     "so a user stays in one arm for the whole period): do not target; measure uplift."),
 )
 
 MEMBERSHIP_SCHEMA = StructType([StructField(n, t, nullable=True) for n, t, _ in MEMBERSHIP_COLUMNS])
@@ -61,6 +63,10 @@ class ScoringContext:
     model_version: int
     mlflow_run_id: str
     control_share: float
+    # nightly.control_rotate_every / control_experiment; the defaults are base.yaml's, for callers
+    # that build a context by hand (the job passes the configured values).
+    control_rotate_every: timedelta = timedelta(days=90)
+    control_experiment: str | None = None
 
 
 def membership_slice(segment: str, run_date: date) -> Column:
@@ -68,9 +74,32 @@ def membership_slice(segment: str, run_date: date) -> Column:
     return (F.col("segment") == F.lit(segment)) & (F.col("run_date") == F.lit(run_date))
 
 
-def control_flag(segment: str, run_date: date, user_id: Column, share: float) -> Column:
-    """Deterministic hash of (segment, user, date) → True for `share` of users, stable across reruns."""
-    bucket = F.pmod(F.xxhash64(F.lit(segment), user_id, F.lit(run_date.isoformat())), F.lit(CONTROL_BUCKETS))
+def control_period(run_date: date, rotate_every: timedelta) -> int:
+    """The rotation period a night falls in: floor((run_date − 1970-01-01) / rotate_every).
+
+    Plain epoch arithmetic on whole days, so the nights of one period agree on it whatever night ran
+    first, and a rerun of a night gets the same period. With 90d, 2026-03-08 … 2026-06-05 are period 228.
+    """
+    if rotate_every < timedelta(days=1) or rotate_every % timedelta(days=1):
+        raise ValueError(f"rotate_every must be a whole number of days, found {rotate_every}")
+    return (run_date - EPOCH) // rotate_every
+
+
+def control_draw(run_date: date, rotate_every: timedelta, experiment: str | None = None) -> str:
+    """What the control hash is salted with besides (segment, user): the named experiment, else the
+    rotation period (its length included, so changing `control_rotate_every` is a new draw)."""
+    if experiment is not None:
+        return f"experiment:{experiment}"
+    return f"every:{rotate_every.days}d:period:{control_period(run_date, rotate_every)}"
+
+
+def control_flag(segment: str, draw: str, user_id: Column, share: float) -> Column:
+    """Deterministic hash of (segment, user, draw) → True for `share` of users.
+
+    `draw` (`control_draw`) is the same for every night of a rotation period or of an experiment, so a
+    user keeps their arm all that time, and a rerun gives the same rows; segments draw independently.
+    """
+    bucket = F.pmod(F.xxhash64(F.lit(segment), user_id, F.lit(draw)), F.lit(CONTROL_BUCKETS))
     return bucket < F.lit(round(share * CONTROL_BUCKETS))
 
 
@@ -107,7 +136,9 @@ def membership_rows(scored: DataFrame, ctx: ScoringContext) -> DataFrame:
         "model_name": F.lit(ctx.model_name),
         "model_version": F.lit(ctx.model_version).cast(IntegerType()),
         "mlflow_run_id": F.lit(ctx.mlflow_run_id),
-        "control_group": control_flag(ctx.segment, ctx.run_date, F.col("user_id"), ctx.control_share),
+        "control_group": control_flag(
+            ctx.segment, control_draw(ctx.run_date, ctx.control_rotate_every, ctx.control_experiment),
+            F.col("user_id"), ctx.control_share),
     }
     # Column comments travel in the schema metadata, so Delta stores them and DESCRIBE shows them.
     return scored.select(*[

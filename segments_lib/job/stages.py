@@ -258,7 +258,8 @@ def score_night(night: Night, model: ChampionInfo, features: NightFeatures) -> S
         segment=segment.name, run_date=night.run_date, segment_level=segment.level_name(),
         levels=level_thresholds(segment_levels(cfg.precision_levels, segment), model.thresholds),
         model_name=model.model_name, model_version=int(model.version), mlflow_run_id=model.run_id,
-        control_share=cfg.nightly.control_share,
+        control_share=cfg.nightly.control_share, control_rotate_every=cfg.nightly.control_rotate_every,
+        control_experiment=cfg.nightly.control_experiment,
     )
     with night.timer.stage("score"):
         scores = score_model(night.spark, model, features.frame).persist()

@@ -212,7 +212,9 @@ def backtest_rows(
     (`labels_for_membership`). A scored user without a label row is *not* assumed negative: it is
     counted in `unlabeled` and left out of every other count. Precision counts all members, treated
     and control alike, because the promise is about who the score selects; the two outcome rates
-    beside it show whether targeting changed the outcome.
+    beside it show whether targeting changed the outcome. The arms are the membership's own
+    `control_group`, which is stable per (segment, user) for a rotation period or a named experiment
+    (`scoring.control_draw`), so a control user was not targeted by the nights around `scored_date`.
     """
     columns = _checked_level_columns(membership, labels, promises, level_columns)
     joined = membership.join(labels.select("user_id", F.col("label").cast("int").alias("label")),
