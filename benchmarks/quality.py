@@ -39,7 +39,13 @@ from segments_lib.language.segment_config import load_segments
 from segments_lib.language.snapshots import SnapshotCalendar
 from segments_lib.model.evaluation import holdout_metrics
 from segments_lib.model.pipeline import RAW_SCORE, fit_with_time_validation
-from segments_lib.model.training import build_training_frame, is_holdout_row, is_training_row, segment_calendar
+from segments_lib.model.training import (
+    build_training_frame,
+    is_holdout_row,
+    is_training_row,
+    segment_blend_slugs,
+    segment_calendar,
+)
 from segments_lib.store.session import build_session
 
 WORK = Path(__file__).resolve().parent / "_work"
@@ -72,7 +78,7 @@ def evaluate_segment(frame: DataFrame, feature_cols: list[str], segment: Segment
     holdout = frame.where(is_holdout_row(calendar, segment.training.seed))
     training = frame.where(is_training_row(calendar, segment.training.seed))
     start = time.perf_counter()
-    fit = fit_with_time_validation(training, feature_cols, segment.training)
+    fit = fit_with_time_validation(training, feature_cols, segment.training, segment_blend_slugs(segment, feature_cols))
     train_seconds = time.perf_counter() - start
     scored = fit.model.transform(holdout).select("user_id", RAW_SCORE, "label").persist()
     metrics = holdout_metrics(scored)

@@ -60,6 +60,15 @@ def test_class_weights_balance_the_classes(spark: SparkSession) -> None:
         ("n1", 1.0), ("n2", 1.0), ("n3", 1.0), ("p", 3.0)]
 
 
+def test_unbalanced_weights_are_all_one_and_the_setting_reaches_the_fit(spark: SparkSession) -> None:
+    df = spark.createDataFrame([("p", 1), ("n1", 0), ("n2", 0), ("n3", 0)], "user_id string, label int")
+    weighted, positive_weight = with_class_weights(df, balanced=False)
+    assert positive_weight == 1.0
+    assert {r.weight for r in weighted.collect()} == {1.0}
+    balanced = TrainingSettings(gbt=TINY_GBT, search=(), class_weight="balanced")
+    assert fit_with_time_validation(obvious_frame(spark), FEATURES, balanced).positive_weight == 1.5  # 18 / 12
+
+
 def test_class_weights_refuse_a_single_class(spark: SparkSession) -> None:
     df = spark.createDataFrame([("a", 0), ("b", 0)], "user_id string, label int")
     with pytest.raises(ValueError, match="0 positives and 2 negatives"):
@@ -88,7 +97,7 @@ def test_recent_buyers_rank_above_never_buyers_and_search_validates_on_newest_sn
     assert len(result.candidates) == 2  # depth 2 and 4 (floor keeps 2)
     assert all(c.validation_auc_pr == pytest.approx(1.0) for c in result.candidates)
     assert result.params == TINY_GBT  # a tie keeps the configured params
-    assert result.positive_weight == 1.5  # 18 negatives / 12 positives
+    assert result.positive_weight == 1.0  # class_weight "none" (the default): every row weighs 1
 
     probe = spark.createDataFrame(
         [(SNAPSHOTS[-1], "recent", 2.0, 1.0, 1.0, 0), (SNAPSHOTS[-1], "never", None, 0.0, 1.0, 0)], SCHEMA)

@@ -55,7 +55,8 @@ ACCEPTED_KEYS: Mapping[str, tuple[str, ...]] = {
     "sequence": ("first", "then", "within"),
     "duration_pairs": ("first", "then", "within"),
     "eligible": ("active_in", "has_done", "not_done", "lookback"),
-    "training": ("snapshots", "stride", "gbt", "search", "retrain_every", "min_positives", "min_negatives", "seed"),
+    "training": ("snapshots", "stride", "gbt", "search", "retrain_every", "min_positives", "min_negatives", "seed",
+                 "class_weight", "score_blend"),
     "gbt": tuple(f.name for f in fields(GbtParams)),
 }
 
@@ -307,7 +308,22 @@ def _training(node: _Node) -> TrainingSettings:
         min_positives=_optional(node, "min_positives", _int, 0) if node.has("min_positives") else base.min_positives,
         min_negatives=_optional(node, "min_negatives", _int, 0) if node.has("min_negatives") else base.min_negatives,
         seed=_optional(node, "seed", _int, 0) if node.has("seed") else base.seed,
+        class_weight=_choice(node, "class_weight", CLASS_WEIGHTS, base.class_weight),
+        score_blend=_choice(node, "score_blend", SCORE_BLENDS, base.score_blend),
     )
+
+
+CLASS_WEIGHTS = ("none", "balanced")
+SCORE_BLENDS = ("auto", "bgnbd", "none")
+
+
+def _choice(node: _Node, key: str, choices: tuple[str, ...], default: str) -> str:
+    if not node.has(key):
+        return default
+    child = node.child(key)
+    if isinstance(child.value, str) and child.value in choices:
+        return child.value
+    raise child.fail(f"must be one of {', '.join(choices)}, found {_describe(child.value)}")
 
 
 def _feature_windows(node: _Node) -> tuple[timedelta, ...]:

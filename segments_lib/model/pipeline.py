@@ -11,6 +11,10 @@ Pipeline stages, in order:
 3. `GBTClassifier(weightCol="weight", seed=seed)`.
 4. `PositiveProbability`: `raw_score = vector_to_array(probability)[1]` (Spark SQL has no
    `vector_to_array`, so a SQLTransformer cannot do it; this stage wraps the built-in column function).
+5. For an `occurs` target with BG/NBD columns, `QuantileBlend` (model/blend.py): `raw_score` becomes the
+   average of the GBT score's and the target events' BG/NBD rate's training-row quantiles, and the
+   GBT's own score is kept as `gbt_score`. With `score_blend: auto` the validation fold decides whether
+   the stage stays (`fit_with_time_validation`).
 
 When the features carry the customer-base family (`count_all__e`, `span_days__e`, `first_days__e`,
 see features/spec.py), a `BgNbd` stage runs before the assembler: it fits BG/NBD (model/bgnbd.py) on
@@ -18,9 +22,9 @@ the training rows it is given and adds, per event, P(alive) and the expected rat
 `P(alive) · (r + x) / (α + T)` (purchases per day now) as two more inputs. Trees cannot build those
 ratios and powers from x, t_x and T themselves, and the fit sees only the rows the pipeline trains on.
 
-Class imbalance: `with_class_weights` gives positives the weight n_neg / n_pos and negatives 1, so
-both classes carry equal total weight. Scores are therefore not base-rate probabilities; the
-calibration step (issue 7) maps them back.
+Class imbalance: by default (`training.class_weight: none`) every row weighs 1. With `balanced`,
+`with_class_weights` gives positives the weight n_neg / n_pos and negatives 1, so both classes carry
+equal total weight. Either way the calibration step maps raw scores to base-rate probabilities.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 
@@ -47,6 +52,7 @@ from pyspark.sql import functions as F
 from segments_lib.language.definitions import GbtParams, TrainingSettings
 from segments_lib.language.snapshots import as_utc
 from segments_lib.model.bgnbd import BgNbdParams, fit_bgnbd
+from segments_lib.model.blend import GBT_SCORE, QuantileBlend
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +166,9 @@ def never_fill_statement(feature_cols: list[str]) -> str:
     return f"SELECT *, {filled} FROM __THIS__"
 
 
-def build_pipeline(feature_cols: list[str], params: GbtParams, seed: int) -> Pipeline:
+def build_pipeline(feature_cols: list[str], params: GbtParams, seed: int,
+                   blend_slugs: Sequence[str] = ()) -> Pipeline:
+    """The segment's pipeline; `blend_slugs` (model.blend.blend_slugs) adds the BG/NBD quantile blend."""
     if not feature_cols:
         raise ValueError("build_pipeline needs at least one feature column")
     duplicates = sorted({c for c in feature_cols if feature_cols.count(c) > 1})
@@ -169,7 +177,11 @@ def build_pipeline(feature_cols: list[str], params: GbtParams, seed: int) -> Pip
     gbt = GBTClassifier(featuresCol=FEATURES_VECTOR, labelCol=LABEL_COL, weightCol=WEIGHT_COL, seed=seed,
                         **params.spark_params())
     slugs = base_slugs(feature_cols)
+    missing = [s for s in blend_slugs if s not in slugs]
+    if missing:
+        raise ValueError(f"blend events without BG/NBD feature columns: {', '.join(missing)}")
     customer_base = [BgNbd(slugs=slugs)] if slugs else []
+    blend = [QuantileBlend(slugs=list(blend_slugs), scoreCol=RAW_SCORE)] if blend_slugs else []
     return Pipeline(stages=[
         SQLTransformer(statement=never_fill_statement(feature_cols)),
         *customer_base,
@@ -177,11 +189,12 @@ def build_pipeline(feature_cols: list[str], params: GbtParams, seed: int) -> Pip
                         outputCol=FEATURES_VECTOR),
         gbt,
         PositiveProbability(inputCol="probability", outputCol=RAW_SCORE),
+        *blend,
     ])
 
 
-def with_class_weights(df: DataFrame) -> tuple[DataFrame, float]:
-    """`df` with a `weight` column (positives n_neg/n_pos, negatives 1) and the positive weight."""
+def with_class_weights(df: DataFrame, balanced: bool = True) -> tuple[DataFrame, float]:
+    """`df` with a `weight` column and the positives' weight: n_neg/n_pos if `balanced`, else 1 (negatives 1)."""
     counts = df.agg(
         F.sum(F.when(F.col(LABEL_COL) == 1, 1).otherwise(0)).alias("positives"),
         F.sum(F.when(F.col(LABEL_COL) == 0, 1).otherwise(0)).alias("negatives"),
@@ -189,7 +202,7 @@ def with_class_weights(df: DataFrame) -> tuple[DataFrame, float]:
     positives, negatives = int(counts["positives"] or 0), int(counts["negatives"] or 0)
     if positives == 0 or negatives == 0:
         raise ValueError(f"training rows need both classes, found {positives} positives and {negatives} negatives")
-    positive_weight = negatives / positives
+    positive_weight = negatives / positives if balanced else 1.0
     weighted = df.withColumn(
         WEIGHT_COL, F.when(F.col(LABEL_COL) == 1, F.lit(positive_weight)).otherwise(F.lit(1.0))
     )
@@ -214,6 +227,7 @@ def search_candidates(settings: TrainingSettings) -> tuple[GbtParams, ...]:
 class CandidateScore:
     params: GbtParams
     validation_auc_pr: float
+    blended: bool = False  # the score judged: the BG/NBD blend's (model.blend) or the GBT's alone
 
 
 @dataclass(frozen=True)
@@ -226,11 +240,12 @@ class FitResult:
     n_validation: int
     positive_weight: float
     fit_seconds: float
+    blended: bool = False  # the model's raw_score is the BG/NBD blend (model.blend), `gbt_score` the GBT's
 
 
-def auc_pr(scored: DataFrame) -> float:
+def auc_pr(scored: DataFrame, score_col: str = RAW_SCORE) -> float:
     evaluator = BinaryClassificationEvaluator(
-        rawPredictionCol=RAW_SCORE, labelCol=LABEL_COL, metricName="areaUnderPR"
+        rawPredictionCol=score_col, labelCol=LABEL_COL, metricName="areaUnderPR"
     )
     return float(evaluator.evaluate(scored))
 
@@ -242,12 +257,18 @@ def _prepared(df: DataFrame, feature_cols: list[str]) -> DataFrame:
     return df.select(SNAPSHOT_COL, *feature_cols, F.col(LABEL_COL).cast("double").alias(LABEL_COL))
 
 
-def fit_with_time_validation(train_df: DataFrame, feature_cols: list[str], settings: TrainingSettings) -> FitResult:
-    """Pick GBT params on the newest training snapshot (fit on the older ones), then refit on all.
+def fit_with_time_validation(train_df: DataFrame, feature_cols: list[str], settings: TrainingSettings,
+                             blend_slugs: Sequence[str] = ()) -> FitResult:
+    """Pick GBT params (and, with `score_blend: auto`, blend or not) on the newest training snapshot, then refit.
 
     Never a random split: the validation fold is later in time than everything it was fit on, as the
     holdout will be. With a single training snapshot there is nothing older to fit on, so the
-    configured params are used without a search. Ties keep the earlier candidate (the configured one first).
+    configured params are used without a search (and `auto` keeps the blend). Ties keep the earlier
+    candidate: the configured params first, and the GBT alone before the blend.
+
+    The blend decision costs no fit of its own: a blended pipeline carries the GBT's score as
+    `gbt_score`, so one fit per params yields both validation scores. With `search: []` and `auto`,
+    the configured params still get that one validation fit, because the blend must earn its place.
     """
     start = time.perf_counter()
     # The GBT runs hundreds of small jobs, and every task would carry the feature pass's whole lineage
@@ -260,23 +281,31 @@ def fit_with_time_validation(train_df: DataFrame, feature_cols: list[str], setti
     if not snapshots:
         raise ValueError("training frame is empty")
     candidates = search_candidates(settings)
+    balanced = settings.class_weight == "balanced"
+    judge_blend = bool(blend_slugs) and settings.score_blend == "auto"
     scores: list[CandidateScore] = []
     validation_time = snapshots[-1] if len(snapshots) > 1 else None
     n_validation = 0
-    chosen = settings.gbt
-    if validation_time is not None and len(candidates) > 1:
-        older, _ = with_class_weights(data.where(F.col(SNAPSHOT_COL) < F.lit(validation_time)))
+    chosen, blended = settings.gbt, bool(blend_slugs)
+    if validation_time is not None and (len(candidates) > 1 or judge_blend):
+        older, _ = with_class_weights(data.where(F.col(SNAPSHOT_COL) < F.lit(validation_time)), balanced)
         validation = data.where(F.col(SNAPSHOT_COL) == F.lit(validation_time)).persist()
         n_validation = validation.count()
         for params in candidates:
-            fitted = build_pipeline(feature_cols, params, settings.seed).fit(older)
-            score = auc_pr(fitted.transform(validation))
-            log.info("candidate %s: validation AUC-PR %.4f", params, score)
-            scores.append(CandidateScore(params, score))
+            scored = build_pipeline(feature_cols, params, settings.seed, blend_slugs).fit(older).transform(validation)
+            if judge_blend:
+                scored = scored.persist()
+                scores.append(CandidateScore(params, auc_pr(scored, GBT_SCORE), blended=False))
+            scores.append(CandidateScore(params, auc_pr(scored), blended=bool(blend_slugs)))
+            scored.unpersist()
+            for s in scores[-2 if judge_blend else -1:]:
+                log.info("candidate %s%s: validation AUC-PR %.4f", params, " + BG/NBD blend" if s.blended else "",
+                         s.validation_auc_pr)
         validation.unpersist()
-        chosen = max(scores, key=lambda s: s.validation_auc_pr).params  # max keeps the first of ties
-    weighted, positive_weight = with_class_weights(data)
-    model = build_pipeline(feature_cols, chosen, settings.seed).fit(weighted)
+        best = max(scores, key=lambda s: s.validation_auc_pr)  # max keeps the first of ties
+        chosen, blended = best.params, best.blended
+    weighted, positive_weight = with_class_weights(data, balanced)
+    model = build_pipeline(feature_cols, chosen, settings.seed, blend_slugs if blended else ()).fit(weighted)
     n_train = data.count()
     return FitResult(
         model=model,
@@ -287,6 +316,7 @@ def fit_with_time_validation(train_df: DataFrame, feature_cols: list[str], setti
         n_validation=n_validation,
         positive_weight=positive_weight,
         fit_seconds=time.perf_counter() - start,
+        blended=blended,
     )
 
 

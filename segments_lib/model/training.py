@@ -35,8 +35,16 @@ from segments_lib.features.frame import eligible_features
 from segments_lib.language.definitions import SegmentDefinition, format_duration, segment_levels
 from segments_lib.language.snapshots import SnapshotCalendar, snapshot_calendar
 from segments_lib.language.targets import build_labels
+from segments_lib.model.blend import blend_slugs
 from segments_lib.model.evaluation import holdout_metrics
-from segments_lib.model.pipeline import RAW_SCORE, FitResult, auc_pr, feature_importances, fit_with_time_validation
+from segments_lib.model.pipeline import (
+    RAW_SCORE,
+    FitResult,
+    auc_pr,
+    base_slugs,
+    feature_importances,
+    fit_with_time_validation,
+)
 from segments_lib.progress import StageTimer
 from segments_lib.promise import calibration
 from segments_lib.promise.drift import DRIFT_BASELINE, SCORE_COLUMN, psi_baseline
@@ -244,6 +252,11 @@ def train_from_frame(
         frame.unpersist()
 
 
+def segment_blend_slugs(segment: SegmentDefinition, feature_cols: list[str]) -> list[str]:
+    """The target events whose BG/NBD rate joins the GBT's score (model.blend); empty: the GBT alone."""
+    return blend_slugs(segment.target, segment.training, base_slugs(feature_cols))
+
+
 def fit_and_calibrate(
     cfg: AppConfig,
     segment: SegmentDefinition,
@@ -261,7 +274,8 @@ def fit_and_calibrate(
     timer = timer or StageTimer(log, prefix=f"[{segment.name}] ")
     seed = segment.training.seed
     with timer.stage("fit"):
-        fit = fit_with_time_validation(frame.where(is_training_row(calendar, seed)), feature_cols, segment.training)
+        fit = fit_with_time_validation(frame.where(is_training_row(calendar, seed)), feature_cols, segment.training,
+                                       segment_blend_slugs(segment, feature_cols))
     with timer.stage("holdout metrics"):
         holdout = frame.where(is_holdout_row(calendar, seed))
         scored = fit.model.transform(holdout).select(*KEYS, RAW_SCORE, "label").persist()
@@ -383,14 +397,18 @@ def _params(trained: TrainedModel) -> dict[str, str]:
         "snapshot.validation": fit.validation_snapshot.isoformat() if fit.validation_snapshot else "none",
         **tracking.flatten_params(fit.params, "gbt"),
         "gbt.positive_weight": repr(fit.positive_weight),
-        "gbt.candidates": str(len(fit.candidates) or 1),
+        "gbt.candidates": str(len({c.params for c in fit.candidates}) or 1),
+        "score.blend": "bgnbd" if fit.blended else "none",
         "events_delta_version": "none" if events_version is None else str(events_version),
         "n_features": str(len(trained.feature_cols)),
     }
 
 
 def _search_metrics(fit: FitResult) -> dict[str, float]:
-    return {f"search.candidate_{i}.validation_auc_pr": c.validation_auc_pr for i, c in enumerate(fit.candidates)}
+    """One validation AUC-PR per candidate params (in search order), `.blend` for the BG/NBD blend's score."""
+    order = list(dict.fromkeys(c.params for c in fit.candidates))
+    return {f"search.candidate_{order.index(c.params)}{'.blend' if c.blended else ''}.validation_auc_pr":
+            c.validation_auc_pr for c in fit.candidates}
 
 
 def _data_profile(frame: DataFrame, feature_cols: list[str], calendar: SnapshotCalendar, seed: int,
