@@ -28,6 +28,7 @@ from pyspark.sql.types import (
 )
 
 from segments_lib.config import AppConfig
+from segments_lib.job.level_report import LevelSummary, format_levels
 from segments_lib.language.definitions import NAMED_LEVELS, SegmentDefinition
 from segments_lib.progress import StageTimer
 from segments_lib.store import tables
@@ -107,6 +108,11 @@ class SegmentResult:
     membership_jaccard: float | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
     model_source: str | None = None  # registry | champion_copy; None when nothing scored
+    # For the summary only (not columns of segment_runs): every level tonight, the held-out base rate,
+    # and for an unreachable level what could be promised instead (job.level_report).
+    levels: tuple[LevelSummary, ...] = ()
+    base_rate: float | None = None
+    reachable_hint: str = ""
 
     def as_row(self) -> tuple:
         return (
@@ -156,6 +162,10 @@ def summary_table(results: Sequence[SegmentResult], tracking_uri: str) -> str:
         )
         if r.reason:
             lines.append(f"{'':<22} ↳ {r.reason}")
+        if r.reachable_hint:
+            lines.append(f"{'':<22} ↳ instead: {r.reachable_hint}")
+        if r.levels:
+            lines.extend(format_levels(r.levels, r.base_rate, indent=" " * 4))
     lines.append(f"MLflow: {tracking_uri}")
     return "\n".join(lines)
 

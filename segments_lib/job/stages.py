@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 from segments_lib.config import AppConfig
 from segments_lib.features.frame import eligible_features
 from segments_lib.job.inference import score_model
+from segments_lib.job.level_report import LevelSummary, curve_base_rate, level_summaries, reachable_hint
 from segments_lib.job.results import (
     STATUS_FAILED,
     STATUS_NO_ELIGIBLE,
@@ -273,6 +274,7 @@ class Written:
     tonight: DataFrame  # the membership slice as written, read back from segment_membership
     previous: DataFrame | None  # last night's slice, read before tonight's write; None on a first night
     counts: MemberCounts
+    curve: pd.DataFrame  # the scoring model's held-out curve, with `tonight`: the users each threshold selects
 
 
 THRESHOLDS_SCHEMA = (
@@ -281,13 +283,17 @@ THRESHOLDS_SCHEMA = (
 )
 
 
-def threshold_rows(spark: SparkSession, curve: pd.DataFrame, scored: DataFrame, segment: str, run_date: date,
+def curve_tonight(curve: pd.DataFrame, scored: DataFrame) -> pd.DataFrame:
+    """The held-out curve of the scoring model, with `tonight`: the size each threshold gives tonight."""
+    return curve.assign(tonight=expected_sizes(scored, [float(t) for t in curve["threshold"]]))
+
+
+def threshold_rows(spark: SparkSession, curve: pd.DataFrame, segment: str, run_date: date,
                    model_version: int) -> DataFrame:
-    """The held-out curve of the scoring model, with the size each threshold would give tonight."""
-    sizes = expected_sizes(scored, [float(t) for t in curve["threshold"]])
+    """`segment_thresholds` rows of a `curve_tonight` curve."""
     rows = [
         (run_date, segment, model_version, i, float(r.threshold), float(r.precision), float(r.precision_lower),
-         float(r.recall), int(r.members), int(sizes[i]))
+         float(r.recall), int(r.members), int(r.tonight))
         for i, r in enumerate(curve.itertuples(index=False))
     ]
     return spark.createDataFrame(rows, THRESHOLDS_SCHEMA)
@@ -304,14 +310,14 @@ def write_night(night: Night, model: ChampionInfo, scored: Scored) -> Written:
             description="Predictive segment membership: one row per scored eligible user per night.",
         )
     with night.timer.stage("write thresholds"):
-        curve = threshold_rows(spark, night.threshold_curve(model), scored.scores, name, night.run_date,
-                               int(model.version))
-        tables.write_output(curve, cfg, tables.SEGMENT_THRESHOLDS, night.keys, partition_by=("run_date",),
+        curve = curve_tonight(night.threshold_curve(model), scored.scores)
+        tables.write_output(threshold_rows(spark, curve, name, night.run_date, int(model.version)), cfg,
+                            tables.SEGMENT_THRESHOLDS, night.keys, partition_by=("run_date",),
                             description="Held-out precision/recall/size curve of the scoring model.")
     written = tables.read_output(spark, cfg, tables.SEGMENT_MEMBERSHIP)
     tonight = written.where(membership_slice(name, night.run_date))
     counts = count_members(tonight, [lv for lv in NAMED_LEVELS if lv in cfg.precision_levels])
-    return Written(tonight, previous, counts)
+    return Written(tonight, previous, counts, curve)
 
 
 # ---- checks ---------------------------------------------------------------------------------------------
@@ -377,6 +383,10 @@ def segment_result(night: Night, training: Training, model: ChampionInfo, writte
     """The `segment_runs` row of a scored night, from the stages' outputs."""
     status, reason = night_status(night, model, written.counts)
     counts, churn, drifted = written.counts, checked.churn, checked.drift
+    levels = night_levels(night, model, counts)
+    hint = ""
+    if status == STATUS_UNREACHABLE:
+        hint = reachable_hint(levels, written.curve, night.cfg.nightly.min_segment_size, night.cfg.nightly.confidence)
     return SegmentResult(
         segment=night.segment.name, run_date=night.run_date, status=status, reason=reason,
         retrained=training.retrained, retrain_reason=training.retrain_reason,
@@ -390,7 +400,21 @@ def segment_result(night: Night, training: Training, model: ChampionInfo, writte
         membership_entered=churn.entered if churn else None, membership_exited=churn.exited if churn else None,
         membership_jaccard=churn.jaccard if churn else None,
         stage_seconds=dict(night.timer.durations), model_source=model.source,
+        levels=levels, base_rate=curve_base_rate(written.curve), reachable_hint=hint,
     )
+
+
+def night_levels(night: Night, model: ChampionInfo, counts: MemberCounts) -> tuple[LevelSummary, ...]:
+    """Every level of the segment with tonight's threshold, held-out promise and members."""
+    targets = segment_levels(night.cfg.precision_levels, night.segment)
+    try:
+        promises = night.promises_of(model.run_id)
+    except Exception as exc:  # the summary must not fail a night that scored and wrote its tables
+        log.warning("[%s] the promises of run %s are unreadable (%s); the summary omits them",
+                    night.segment.name, model.run_id, exc)
+        promises = None
+    members = {**counts.by_level, night.segment.level_name(): counts.members}
+    return level_summaries(targets, model.thresholds, promises, members)
 
 
 def score_and_check(night: Night, training: Training, model: ChampionInfo) -> SegmentResult:

@@ -1,0 +1,116 @@
+"""What each precision level means tonight, for the end-of-run summary: threshold, promise, lift, size.
+
+A marketer picks a level by trading precision for reach, so the summary shows every level of a
+segment side by side: the threshold, the held-out precision and its lower bound (what the level
+promises), the lift over the base rate, and how many users it selects tonight. When the segment's own
+level cannot be reached, `reachable_hint` says what can: the strictest reachable named level and the
+strictest number the held-out curve supports, each with tonight's size, so the next step is obvious.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class LevelSummary:
+    level: str
+    target_precision: float
+    threshold: float | None  # None: unreachable
+    expected_precision: float | None  # held-out precision at the threshold (choice half)
+    precision_lower: float | None  # its one-sided lower confidence bound
+    members: int | None  # tonight's members at this level; None when not counted
+    best_precision: float | None = None  # an unreachable level: the most precise large-enough set
+    best_precision_members: int | None = None
+
+
+def level_summaries(targets: Mapping[str, float], thresholds: Mapping[str, float | None],
+                    promises: Mapping[str, Mapping[str, Any]] | None,
+                    members: Mapping[str, int]) -> tuple[LevelSummary, ...]:
+    """One row per level, strictest first. `promises` is the model's thresholds.json (None: not readable)."""
+    rows = []
+    for level, target in sorted(targets.items(), key=lambda kv: (-kv[1], kv[0])):
+        promise = (promises or {}).get(level) or {}
+        rows.append(LevelSummary(
+            level=level, target_precision=float(target), threshold=thresholds.get(level),
+            expected_precision=_float(promise.get("expected_precision")),
+            precision_lower=_float(promise.get("precision_lower")),
+            members=members.get(level),
+            best_precision=_float(promise.get("best_precision")),
+            best_precision_members=_int(promise.get("best_precision_members")),
+        ))
+    return tuple(rows)
+
+
+def curve_base_rate(curve: pd.DataFrame) -> float | None:
+    """The held-out base rate: the precision of the curve's lowest threshold, which selects everyone."""
+    if curve.empty:
+        return None
+    return float(curve.sort_values("threshold")["precision"].iloc[0])
+
+
+def reachable_hint(levels: tuple[LevelSummary, ...], curve: pd.DataFrame, min_segment_size: int,
+                   confidence: float) -> str:
+    """What the segment could promise instead: the strictest reachable named level, and the strictest number.
+
+    The number is the curve's best lower bound among thresholds that keep at least `min_segment_size`
+    held-out users, rounded down to a hundredth (the bound rounds on the promised side); its size is the
+    number of users tonight at or above that threshold (`tonight` column of the curve).
+    """
+    parts = []
+    reachable = [lv for lv in levels if lv.threshold is not None]
+    if reachable:
+        best = max(reachable, key=lambda lv: lv.target_precision)
+        size = "" if best.members is None else f", {best.members:,} members tonight"
+        parts.append(f"strictest reachable level: {best.level} ({best.target_precision:.2f}{size})")
+    large = curve[curve["members"] >= min_segment_size] if not curve.empty else curve
+    if not large.empty:
+        point = large.sort_values(["precision_lower", "members"], ascending=[False, False]).iloc[0]
+        number = math.floor(float(point["precision_lower"]) * 100) / 100
+        if number > 0:
+            tonight = f", about {int(point['tonight']):,} members tonight" if "tonight" in point else ""
+            parts.append(f"the held-out curve supports precision_level: {number:.2f} "
+                         f"({confidence:.0%} bound, held-out precision {float(point['precision']):.2f}{tonight})")
+    return "; ".join(parts) if parts else "no threshold of the held-out curve keeps enough users to promise anything"
+
+
+def format_levels(levels: tuple[LevelSummary, ...], base_rate: float | None, indent: str) -> list[str]:
+    """The per-level lines under a segment's summary row."""
+    header = (f"{indent}{'level':<8} {'promise':>7} {'threshold':>9} {'precision':>9} {'bound':>6} "
+              f"{'lift':>6} {'members':>8}")
+    lines = [header]
+    for lv in levels:
+        if lv.threshold is None:
+            best = ("" if lv.best_precision is None else
+                    f"  (best held-out precision {lv.best_precision:.2f} at {lv.best_precision_members or 0:,} users)")
+            lines.append(f"{indent}{lv.level:<8} {lv.target_precision:>7.2f} {'unreachable':>9}{best}")
+            continue
+        lift = (f"{lv.expected_precision / base_rate:>5.1f}x" if base_rate and lv.expected_precision is not None
+                else f"{'-':>6}")
+        lines.append(
+            f"{indent}{lv.level:<8} {lv.target_precision:>7.2f} {lv.threshold:>9.4f} {_fmt(lv.expected_precision):>9} "
+            f"{_fmt(lv.precision_lower):>6} {lift} {_count(lv.members):>8}")
+    if base_rate is not None:
+        lines.append(f"{indent}base rate {base_rate:.3f} (held out): the precision of targeting everyone eligible")
+    return lines
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
