@@ -154,7 +154,8 @@ def evaluate_cutoff(cfg: AppConfig, events: DataFrame, segment: SegmentDefinitio
     result: dict[str, Any] = {
         "dataset": dataset, "cutoff": cutoff.isoformat(), "horizon_days": int(horizon_days),
         "past_window_days": segment.past_window.days, "users": len(night_pd), "base_rate": float(y.mean()),
-        "train_rows": trained.fit.n_train, "holdout_users": int(trained.metrics["n_holdout"]),
+        "train_rows": trained.fit.n_train, "blended": trained.fit.blended,
+        "holdout_users": int(trained.metrics["n_holdout"]),
         "holdout_auc_roc_raw": trained.metrics["auc_roc"], "features": len(feature_cols),
         "distinct_scores": int(night_pd["score"].nunique()), "distinct_raw": int(night_pd[RAW_SCORE].nunique()),
         "bgnbd_params": vars(params),
