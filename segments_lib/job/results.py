@@ -162,6 +162,8 @@ def summary_table(results: Sequence[SegmentResult], tracking_uri: str) -> str:
         )
         if r.reason:
             lines.append(f"{'':<22} ↳ {r.reason}")
+        if r.retrained and r.retrain_reason:
+            lines.append(f"{'':<22} ↳ retrained: {r.retrain_reason}")
         if r.reachable_hint:
             lines.append(f"{'':<22} ↳ instead: {r.reachable_hint}")
         if r.levels:

@@ -34,6 +34,7 @@ from segments_lib.job.results import (
 )
 from segments_lib.job.scoring import ScoringContext, level_thresholds, membership_rows, membership_slice
 from segments_lib.language.definitions import NAMED_LEVELS, SegmentDefinition, segment_levels
+from segments_lib.language.fingerprint import changed_parts, fingerprint
 from segments_lib.language.windows import ReadWindow, backtest_window, scoring_window, training_window
 from segments_lib.model.training import STATUS_REUSED, train_segment
 from segments_lib.model.training import STATUS_SKIPPED as TRAINING_SKIPPED
@@ -125,7 +126,8 @@ class Decision:
 
 
 def retrain_decision(champion_run_date: date | None, run_date: date, every_days: int, mode: str,
-                     triggers: Sequence[str] = (), last_trained_run_date: date | None = None) -> str | None:
+                     triggers: Sequence[str] = (), last_trained_run_date: date | None = None,
+                     definition_changed: Sequence[str] = ()) -> str | None:
     """Why this night must (re)train, or None when the champion can score it.
 
     The `retrain_every` clock runs from the newest training on or before this night
@@ -141,6 +143,9 @@ def retrain_decision(champion_run_date: date | None, run_date: date, every_days:
         return f"champion was trained for {champion_run_date}, after this run date"
     if mode == "never":
         return None
+    if definition_changed:
+        # The champion answers the old question; scoring with it would label members of another segment.
+        return f"segment definition changed since the champion was trained: {', '.join(definition_changed)}"
     newest = champion_run_date
     if last_trained_run_date is not None and newest < last_trained_run_date <= run_date:
         newest = last_trained_run_date
@@ -161,9 +166,10 @@ def decide(night: Night) -> Decision:
         previous = checks.last_night(night.spark, cfg, name, night.run_date)
     triggers = retrain_triggers(previous.score_psi, cfg.nightly.score_psi_retrain, previous.precision_flag,
                                 cfg.nightly.backtest_flag_nights)
+    changed = changed_parts(champion.definition, fingerprint(night.segment)) if champion else []
     return Decision(retrain_decision(champion.trained_run_date if champion else None, night.run_date,
                                      night.segment.training.retrain_every.days, night.retrain, triggers,
-                                     tracking.last_trained_run_date(cfg.mlflow, name)))
+                                     tracking.last_trained_run_date(cfg.mlflow, name), changed))
 
 
 # ---- train ----------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from segments_lib import plots
 from segments_lib.config import AppConfig
 from segments_lib.features.frame import eligible_features
 from segments_lib.language.definitions import SegmentDefinition, format_duration, segment_levels
+from segments_lib.language.fingerprint import changed_parts, fingerprint
 from segments_lib.language.snapshots import SnapshotCalendar, snapshot_calendar
 from segments_lib.language.targets import build_labels
 from segments_lib.model.blend import blend_slugs
@@ -173,7 +174,7 @@ def train_segment(
 
 
 def _reused(cfg: AppConfig, segment: SegmentDefinition, calendar: SnapshotCalendar) -> TrainingOutcome | None:
-    found = tracking.find_reusable_run(cfg.mlflow, segment.name, calendar.run_date)
+    found = tracking.find_reusable_run(cfg.mlflow, segment.name, calendar.run_date, fingerprint(segment))
     if found is None:
         return None
     name = tracking.registered_model_name(cfg.mlflow, segment.name)
@@ -324,7 +325,8 @@ def _log_and_register(cfg: AppConfig, trained: TrainedModel, timer: StageTimer) 
     segment, calendar = trained.segment, trained.calendar
     experiment_id = tracking.ensure_experiment(cfg.mlflow, segment.name)
     name = tracking.registered_model_name(cfg.mlflow, segment.name)
-    tags = tracking.run_tags(segment.name, segment.kind, calendar.run_date)
+    tags = {**tracking.run_tags(segment.name, segment.kind, calendar.run_date),
+            tracking.TAG_DEFINITION: json.dumps(fingerprint(segment), sort_keys=True)}
     tracking.retire_unfinished_runs(cfg.mlflow, segment.name, calendar.run_date)  # one version per night
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{segment.name}-{calendar.run_date}",
                           tags=tags) as run:
@@ -370,13 +372,16 @@ def _register_and_decide(cfg: AppConfig, trained: TrainedModel, name: str, versi
                          ) -> tracking.PromotionDecision:
     """Record the version's thresholds in the registry, then promote it if it beats the champion on this holdout."""
     segment, calendar, auc = trained.segment, trained.calendar, trained.metrics["auc_pr"]
+    definition = fingerprint(segment)
     champion = tracking.champion_version(cfg.mlflow, segment.name)
+    changed = changed_parts(tracking.definition_tag(dict(champion.tags or {})), definition) if champion else []
+    # A champion of another definition is not compared: its labels meant something else.
     champion_auc = (_champion_auc_pr_on(trained.scored, trained.holdout_features, f"models:/{name}/{champion.version}")
-                    if champion is not None else None)
+                    if champion is not None and not changed else None)
     tracking.register_model(cfg.mlflow, segment.name, version, trained.thresholds, auc,
-                            calendar.calibration, calendar.run_date, trained.feature_cols)
+                            calendar.calibration, calendar.run_date, trained.feature_cols, definition)
     return tracking.promote_if_better(cfg.mlflow, segment.name, version, auc,
-                                      champion_auc, str(champion.version) if champion is not None else None)
+                                      champion_auc, str(champion.version) if champion is not None else None, changed)
 
 
 def model_requirements() -> list[str]:

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -92,6 +92,7 @@ THRESHOLD_TAG_PREFIX = "threshold."  # model-version tags threshold.<level>, one
 TAG_HOLDOUT_AUC_PR = "holdout_auc_pr"
 TAG_HOLDOUT_SNAPSHOT = "holdout_snapshot"
 TAG_FEATURE_COLUMNS = "feature_columns"  # model-version tag: JSON list, the columns the model reads
+TAG_DEFINITION = "definition"  # run and model-version tag: JSON {part: hash} (language.fingerprint)
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class ChampionInfo:
     thresholds: dict[str, float | None]
     holdout_auc_pr: float | None
     feature_columns: tuple[str, ...]
+    definition: dict[str, str] | None = None  # the fingerprint it was trained with; None before fingerprints
     source: str = "registry"  # or "champion_copy": model_uri is then the copy's folder (store.champion_copy)
 
 
@@ -177,8 +179,12 @@ def run_tags(segment_name: str, kind: str, run_date: date) -> dict[str, str]:
     return tags
 
 
-def find_reusable_run(cfg: MlflowConfig, segment_name: str, run_date: date) -> ReusableRun | None:
-    """A finished run of this (segment, run date) whose model was registered, newest first; else None."""
+def find_reusable_run(cfg: MlflowConfig, segment_name: str, run_date: date,
+                      definition: Mapping[str, str] | None = None) -> ReusableRun | None:
+    """A finished run of this (segment, run date) whose model was registered, newest first; else None.
+
+    With `definition`, a run tagged with another definition fingerprint is not reused: the segment
+    changed since that run trained, so tonight's rerun must train the new definition."""
     experiment = mlflow.get_experiment_by_name(experiment_name(cfg, segment_name))
     if experiment is None:
         return None
@@ -192,6 +198,9 @@ def find_reusable_run(cfg: MlflowConfig, segment_name: str, run_date: date) -> R
     client = mlflow.MlflowClient()
     name = registered_model_name(cfg, segment_name)
     for run in runs:
+        trained_with = definition_tag(run.data.tags)
+        if definition is not None and trained_with is not None and dict(trained_with) != dict(definition):
+            continue
         versions = client.search_model_versions(f"name = '{name}' and run_id = '{run.info.run_id}'")
         if versions:
             newest = max(versions, key=lambda v: int(v.version))
@@ -254,6 +263,7 @@ def register_model(
     holdout_snapshot: datetime,
     run_date: date,
     feature_columns: list[str],
+    definition: Mapping[str, str] | None = None,
 ) -> str:
     """Tag a freshly registered version with what scoring needs and give it the `challenger` alias.
 
@@ -271,6 +281,7 @@ def register_model(
         TAG_HOLDOUT_SNAPSHOT: holdout_snapshot.isoformat(),
         TAG_THRESHOLDS: json.dumps(dict(thresholds), sort_keys=True),
         TAG_FEATURE_COLUMNS: json.dumps(list(feature_columns)),
+        **({TAG_DEFINITION: json.dumps(dict(definition), sort_keys=True)} if definition else {}),
         **{f"{THRESHOLD_TAG_PREFIX}{level}": "none" if value is None else repr(float(value))
            for level, value in thresholds.items()},
     }
@@ -295,10 +306,17 @@ def champion_version(cfg: MlflowConfig, segment_name: str) -> Any | None:
     return _version_by_alias(cfg, segment_name, CHAMPION)
 
 
-def decide_promotion(new_auc_pr: float, champion_auc_pr: float | None, champion: str | None) -> PromotionDecision:
-    """The champion/challenger rule: promote when there is no champion or the new AUC-PR is at least the champion's."""
+def decide_promotion(new_auc_pr: float, champion_auc_pr: float | None, champion: str | None,
+                     definition_changed: Sequence[str] = ()) -> PromotionDecision:
+    """The champion/challenger rule: promote when there is no champion or the new AUC-PR is at least the champion's.
+
+    A champion trained for another definition (`definition_changed`: the parts that differ) answers
+    another question, so comparing AUC-PRs means nothing: the new model is promoted."""
     if champion is None:
         return PromotionDecision(True, "no champion yet", new_auc_pr, None, None)
+    if definition_changed:
+        return PromotionDecision(True, f"the segment's definition changed since champion v{champion} "
+                                 f"({', '.join(definition_changed)})", new_auc_pr, None, champion)
     if champion_auc_pr is None:
         return PromotionDecision(True, f"champion v{champion} cannot score the current features", new_auc_pr,
                                  None, champion)
@@ -311,7 +329,7 @@ def decide_promotion(new_auc_pr: float, champion_auc_pr: float | None, champion:
 
 def promote_if_better(
     cfg: MlflowConfig, segment_name: str, version: str, new_auc_pr: float,
-    champion_auc_pr: float | None, champion: str | None,
+    champion_auc_pr: float | None, champion: str | None, definition_changed: Sequence[str] = (),
 ) -> PromotionDecision:
     """Apply the rule, move the `champion` alias if it wins, and log both numbers and the decision.
 
@@ -320,7 +338,7 @@ def promote_if_better(
     Logs to the active run when there is one.
     """
 
-    decision = decide_promotion(new_auc_pr, champion_auc_pr, champion)
+    decision = decide_promotion(new_auc_pr, champion_auc_pr, champion, definition_changed)
     name = registered_model_name(cfg, segment_name)
     client = mlflow.MlflowClient()
     if decision.promoted:
@@ -400,7 +418,17 @@ def _model_info(cfg: MlflowConfig, segment_name: str, version: Any) -> ChampionI
         thresholds=_thresholds_from_tags(tags),
         holdout_auc_pr=float(auc) if auc else None,
         feature_columns=tuple(json.loads(tags.get(TAG_FEATURE_COLUMNS, "[]"))),
+        definition=definition_tag(tags),
     )
+
+
+def definition_tag(tags: Mapping[str, str]) -> dict[str, str] | None:
+    """The definition fingerprint a run or version was tagged with, or None (older, or unreadable)."""
+    try:
+        value = json.loads(tags[TAG_DEFINITION])
+    except (KeyError, ValueError):
+        return None
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else None
 
 
 def run_artifact_json(run_id: str, name: str) -> object:

@@ -1,0 +1,93 @@
+"""A changed segment definition retrains on the next night, and the summary says why (issue 21 item 2)."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from segments_lib.config import AppConfig
+from segments_lib.job.runner import retrain_decision, run_job
+from segments_lib.language.definitions import AnyOf, Occurs, SegmentDefinition, TrainingSettings
+from segments_lib.language.fingerprint import PARTS, changed_parts, fingerprint
+from segments_lib.locations import Location
+from segments_lib.store import tables, tracking
+from tests.conftest import DEMO_END, TRAINED_NIGHTS
+from tests.support.segments import two_small_segments
+from tests.support.workspaces import restored_afterwards
+
+BUY = "Purchase Completed"
+BASE = SegmentDefinition(name="buyers", kind="conversion", target=Occurs((BUY,)), past_window=timedelta(days=28),
+                         prediction_window=timedelta(days=7))
+
+
+def test_each_part_of_the_definition_has_its_own_hash_and_cosmetic_changes_keep_them() -> None:
+    before = fingerprint(BASE)
+    assert list(before) == list(PARTS) and all(len(h) == 16 for h in before.values())
+    cosmetic = dataclasses.replace(BASE, name="renamed", description="new words", kind="custom",
+                                   precision_level=0.35,
+                                   training=dataclasses.replace(BASE.training, retrain_every=timedelta(days=30),
+                                                                min_positives=10))
+    assert fingerprint(cosmetic) == before
+    # Default feature windows (1d, 7d, P1) spelled out resolve to the same windows: the same model.
+    assert fingerprint(dataclasses.replace(BASE, feature_windows=(timedelta(days=1), timedelta(days=7)))) == before
+
+    def changed(**kwargs: object) -> list[str]:
+        return changed_parts(before, fingerprint(dataclasses.replace(BASE, **kwargs)))
+
+    assert changed(target=Occurs((BUY,), min_count=2)) == ["target"]
+    assert changed(target=AnyOf((Occurs((BUY,)),))) == ["target"]  # another type with the same events
+    assert changed(prediction_window=timedelta(days=14)) == ["windows"]
+    assert changed(past_window=timedelta(days=56)) == ["windows", "features"]  # P1 is also a feature window
+    assert changed(training=TrainingSettings(snapshots=6)) == ["training"]
+    assert changed_parts(None, before) == []  # a model from before fingerprints: nothing to compare
+
+
+def test_a_changed_definition_retrains_first_whatever_the_retrain_clock() -> None:
+    reason = retrain_decision(DEMO_END, DEMO_END, 30, "auto", definition_changed=["target", "windows"])
+    assert reason == "segment definition changed since the champion was trained: target, windows"
+    assert retrain_decision(DEMO_END, DEMO_END, 30, "never", definition_changed=["target"]) is None
+
+
+@pytest.fixture()
+def changed_segments(trained_workspace: AppConfig, tmp_path: Path) -> AppConfig:
+    """The trained workspace's config with likely_to_purchase's target now "2 or more purchases"."""
+    yaml_text = two_small_segments(retrain_every="30d").replace(
+        "target: {occurs: {events: [Purchase Completed]}}", "target: {occurs: {events: [Purchase Completed], "
+        "min_count: 2}}")
+    assert "min_count: 2" in yaml_text
+    path = tmp_path / "segments.yaml"
+    path.write_text(yaml_text)
+    return dataclasses.replace(trained_workspace, segments_file=Location.parse(str(path)))
+
+
+def test_the_next_night_after_a_target_change_retrains_that_segment_only_and_promotes_it(
+        spark, trained_workspace: AppConfig, changed_segments: AppConfig, capsys) -> None:
+    night = TRAINED_NIGHTS[-1]
+    with restored_afterwards(spark, trained_workspace.workspace.path):
+        old = tracking.load_champion(trained_workspace.mlflow, "likely_to_purchase")
+        assert old.definition is not None  # the shared workspace's models carry their fingerprint
+        assert run_job(changed_segments, [night], None, "auto") == 0
+        runs = {r.segment: r for r in tables.read_output(spark, changed_segments, tables.SEGMENT_RUNS)
+                .where(f"run_date = DATE'{night}'").collect()}
+        assert runs["likely_to_purchase"].retrained is True
+        assert runs["likely_to_purchase"].retrain_reason == (
+            "segment definition changed since the champion was trained: target")
+        assert runs["engagement_booster"].retrained is False  # its definition is unchanged
+        new = tracking.load_champion(changed_segments.mlflow, "likely_to_purchase")
+        assert int(new.version) > int(old.version) and new.trained_run_date == night
+        assert new.definition["target"] != old.definition["target"]
+        assert {k: v for k, v in new.definition.items() if k != "target"} == {
+            k: v for k, v in old.definition.items() if k != "target"}
+        tags = mlflow.MlflowClient().get_model_version(new.model_name, new.version).tags
+        assert tags["promotion_reason"] == (f"the segment's definition changed since champion v{old.version} "
+                                            "(target)")
+        assert "retrained: segment definition changed since the champion was trained: target" in capsys.readouterr().out
+        # The change took effect once: the rerun of the night scores with the new champion.
+        assert run_job(changed_segments, [night], None, "auto") == 0
+        rerun = tables.read_output(spark, changed_segments, tables.SEGMENT_RUNS).where(
+            f"run_date = DATE'{night}' AND segment = 'likely_to_purchase'").first()
+        assert rerun.retrained is False and rerun.model_version == int(new.version)
