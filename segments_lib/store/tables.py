@@ -33,6 +33,17 @@ READER_FRIENDLY_PROPERTIES = {
     "delta.enableDeletionVectors": "false",
     "delta.appendOnly": "false",
 }
+# Membership also records its row-level changes (Change Data Feed), so a campaign tool's sync can read
+# what a night changed instead of the whole table. Only membership: the feed costs a writer feature and,
+# for row-level rewrites, extra files, and no one syncs the other tables row by row. Readers are not
+# affected (the reader protocol stays 1), so delta-rs, DuckDB and Trino still read the table.
+MEMBERSHIP_PROPERTIES = {**READER_FRIENDLY_PROPERTIES, "delta.enableChangeDataFeed": "true"}
+TABLE_PROPERTIES: Mapping[str, Mapping[str, str]] = {SEGMENT_MEMBERSHIP: MEMBERSHIP_PROPERTIES}
+
+
+def table_properties(table: str) -> Mapping[str, str]:
+    """The Delta properties an output table is kept at (created with them, and set again if missing)."""
+    return TABLE_PROPERTIES.get(table, READER_FRIENDLY_PROPERTIES)
 
 
 class TableError(RuntimeError):
@@ -179,6 +190,10 @@ def replace_where(
     a changed type still fails)."""
     path = str(path)
     spark = df.sparkSession
+    if properties and is_delta_table(spark, path):
+        # Before the write on a table an older release created: tonight's commit is then already in
+        # the Change Data Feed. A no-op (one metadata read) once the properties are there.
+        set_table_properties(spark, path, properties)
 
     def write() -> None:
         writer = df.write.format("delta").option("replaceWhere", predicate)
@@ -188,6 +203,10 @@ def replace_where(
                 writer = writer.partitionBy(*partition_by)
             if description:
                 writer = writer.option("description", description)
+            # `delta.*` writer options become table properties of the creating commit, so the first
+            # night is already covered (the Change Data Feed starts at version 0), with no extra commit.
+            for key, value in (properties or {}).items():
+                writer = writer.option(key, value)
         else:
             writer = writer.mode("overwrite")
             if merge_schema:
@@ -202,7 +221,7 @@ def replace_where(
         if isinstance(exc, OSError) or "Permission denied" in str(exc) or "AccessDenied" in str(exc):
             raise TableError(f"cannot write Delta table at {path}: {exc}") from exc
         raise
-    if properties:
+    if properties:  # a table another writer created between the check and this write lacks them
         set_table_properties(spark, path, properties)
 
 
@@ -237,7 +256,7 @@ def write_output(
 ) -> Location:
     """Replace one (segment, date) slice of an output table, keeping it readable by non-Spark readers."""
     path = output_path(cfg, table)
-    replace_partition(df, path, keys, partition_by, READER_FRIENDLY_PROPERTIES, description, merge_schema=True)
+    replace_partition(df, path, keys, partition_by, table_properties(table), description, merge_schema=True)
     return path
 
 
