@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import pytest
 
-from jobs import check_segments, demo, generate_demo_events, import_events, load_online_retail, nightly, sql_server
+from jobs import (
+    check_segments,
+    demo,
+    export,
+    generate_demo_events,
+    import_events,
+    load_online_retail,
+    nightly,
+    sql_server,
+)
 
 # The flags a user reaches for in each job, and the exit codes each can end with (from its main).
 JOBS = {
     "nightly": (nightly, ["--conf", "--date", "--from", "--to", "--segments", "--segments-file", "--retrain",
                           "--check"], ["0", "1", "2"]),
     "check_segments": (check_segments, ["--conf", "--date", "--segments", "--segments-file"], ["0", "1", "2"]),
+    "export": (export, ["--conf", "--segment", "--level", "--date", "--format", "--to", "--changes",
+                        "--include-control"], ["0", "1", "2"]),
     "demo": (demo, ["--conf", "--users", "--days", "--fresh", "--retrain", "--ground-truth"], ["0", "1", "2"]),
     "generate_demo_events": (generate_demo_events, ["--conf", "--users", "--days", "--end-date", "--seed",
                                                     "--truth-days", "--replicas"], ["0", "2"]),
