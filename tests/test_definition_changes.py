@@ -91,3 +91,49 @@ def test_the_next_night_after_a_target_change_retrains_that_segment_only_and_pro
         rerun = tables.read_output(spark, changed_segments, tables.SEGMENT_RUNS).where(
             f"run_date = DATE'{night}' AND segment = 'likely_to_purchase'").first()
         assert rerun.retrained is False and rerun.model_version == int(new.version)
+
+
+def test_a_new_numeric_level_is_chosen_at_night_from_the_stored_evidence_without_a_retrain(
+        spark, trained_workspace: AppConfig, tmp_path: Path) -> None:
+    from scipy.stats import beta
+
+    from segments_lib.promise import checks
+
+    night = TRAINED_NIGHTS[-1]
+    with restored_afterwards(spark, trained_workspace.workspace.path):
+        champion = tracking.load_champion(trained_workspace.mlflow, "likely_to_purchase")
+        choice_half = tracking.run_artifact_frame(champion.run_id, "threshold_choice_half.csv")
+        minimum = trained_workspace.nightly.min_segment_size // 2  # threshold-fold members, half in this half
+        # Clopper-Pearson 95% lower bounds on the choice half, computed here with scipy directly.
+        tp, n = choice_half["true_positives"].to_numpy(float), choice_half["members"].to_numpy(float)
+        bounds = [beta.ppf(0.05, t, m - t + 1) if t > 0 else 0.0 for t, m in zip(tp, n, strict=True)]
+        choice_half = choice_half.assign(bound=bounds)
+        large = choice_half[choice_half["members"] >= minimum]
+        target = round(float(large["bound"].max()) - 0.015, 2)  # a number just inside what the evidence supports
+        assert target > 0
+        level = f"p{round(target * 100):02d}"
+        assert level not in champion.thresholds
+        expected = float(large[large["bound"] >= target - 1e-12]["threshold"].min())  # the lowest that qualifies
+
+        yaml_text = two_small_segments(retrain_every="30d").replace("precision_level: medium",
+                                                                    f"precision_level: {target}")
+        path = tmp_path / "segments.yaml"
+        path.write_text(yaml_text)
+        changed = dataclasses.replace(trained_workspace, segments_file=Location.parse(str(path)))
+        assert run_job(changed, [night], "likely_to_purchase", "auto") == 0
+
+        run = tables.read_output(spark, changed, tables.SEGMENT_RUNS).where(
+            f"run_date = DATE'{night}' AND segment = 'likely_to_purchase'").first()
+        assert run.retrained is False and run.model_version == int(champion.version)  # no retrain
+        assert (run.status, run.precision_level) == ("ok", level)
+        assert run.threshold == pytest.approx(expected, abs=0)
+        members = tables.read_output(spark, changed, tables.SEGMENT_MEMBERSHIP).where(
+            f"run_date = DATE'{night}' AND segment = 'likely_to_purchase'").collect()
+        assert run.member_count == sum(r.is_member for r in members) > 0
+        assert all(r.is_member == (r.score >= expected) for r in members)
+        # Recorded on the model: later nights read the threshold, and the ledger finds the promise.
+        again = tracking.load_champion(changed.mlflow, "likely_to_purchase")
+        assert again.thresholds[level] == expected and again.version == champion.version
+        promise = checks.thresholds_of_run(champion.run_id)[level]
+        assert promise["threshold"] == expected and promise["target_precision"] == target
+        assert promise["promise_members"] > 0  # counted on the evidence half, as at training

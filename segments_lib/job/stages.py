@@ -39,7 +39,7 @@ from segments_lib.language.windows import ReadWindow, backtest_window, scoring_w
 from segments_lib.model.training import STATUS_REUSED, train_segment
 from segments_lib.model.training import STATUS_SKIPPED as TRAINING_SKIPPED
 from segments_lib.progress import StageTimer
-from segments_lib.promise import checks
+from segments_lib.promise import calibration, checks
 from segments_lib.promise.calibration import expected_sizes
 from segments_lib.promise.checks import Drift
 from segments_lib.promise.ledger import retrain_triggers
@@ -423,8 +423,38 @@ def night_levels(night: Night, model: ChampionInfo, counts: MemberCounts) -> tup
     return level_summaries(targets, model.thresholds, promises, members)
 
 
+def with_segment_level(night: Night, model: ChampionInfo) -> ChampionInfo:
+    """`model` with a threshold for the segment's own level, chosen tonight if its training had none.
+
+    A segment whose `precision_level` became a new number keeps its champion: the level is a threshold on
+    the same scores, and the training run stored the held-out score tables its levels were chosen on
+    (calibration.LEVEL_TABLE_ARTIFACTS). The same rule (`calibration.choose_levels`: lower bound, minimum
+    size, evidence half) picks the new level's threshold from them, and the choice is recorded on the
+    model (`tracking.add_level`) for the ledger and later nights. A model trained before those tables
+    existed, or a night without the tracking store, leaves the level unreachable until the next training.
+    """
+    level = night.segment.level_name()
+    if level in model.thresholds or night.store_down is not None:
+        return model
+    cfg, name = night.cfg, night.segment.name
+    try:
+        score_tables = tuple(tracking.run_artifact_frame(model.run_id, a) for a in calibration.LEVEL_TABLE_ARTIFACTS)
+    except Exception as exc:  # an older run without the tables: nothing to choose from
+        log.warning("[%s] level %s is new and run %s has no stored score tables (%s); it stays unreachable "
+                    "until the next training", name, level, model.run_id, exc)
+        return model
+    target = night.segment.promised_precision(cfg.precision_levels)
+    choice = calibration.choose_levels((score_tables[0], score_tables[1]), {level: target},
+                                       cfg.nightly.min_segment_size, cfg.nightly.confidence)[level]
+    tracking.add_level(cfg.mlflow, name, model, level, {k: getattr(choice, k) for k in choice.__dataclass_fields__})
+    log.info("[%s] level %s (precision %.2f) chosen tonight from the held-out evidence of v%s: %s", name, level,
+             target, model.version, "unreachable" if choice.threshold is None else f"threshold {choice.threshold:.4f}")
+    return replace(model, thresholds={**model.thresholds, level: choice.threshold})
+
+
 def score_and_check(night: Night, training: Training, model: ChampionInfo) -> SegmentResult:
     """features → score → write → checks with `model`, then the night's `segment_runs` row."""
+    model = with_segment_level(night, model)
     features = featurize(night, model)
     scored = score_night(night, model, features)
     written = write_night(night, model, scored)

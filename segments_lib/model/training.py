@@ -91,6 +91,9 @@ class TrainedModel:
     metrics: dict[str, float]
     curve: pd.DataFrame
     choices: dict[str, calibration.ThresholdChoice]
+    # (choice half, evidence half) score tables of the threshold fold: logged so that a night can choose a
+    # new level's threshold exactly as training would have (job.stages.with_segment_level), without a retrain.
+    level_tables: tuple[pd.DataFrame, pd.DataFrame] | None = None
 
     @property
     def holdout_features(self) -> DataFrame:
@@ -283,18 +286,21 @@ def fit_and_calibrate(
         metrics = {**holdout_metrics(scored), "n_train": float(fit.n_train),
                    "n_validation": float(fit.n_validation), "train_seconds": fit.fit_seconds}
     with timer.stage("calibration"):
-        calibrated, curve, choices = _calibrate(cfg, segment, calendar, scored)
+        calibrated, curve, choices, level_tables = _calibrate(cfg, segment, calendar, scored)
         metrics.update(brier_raw=calibrated.brier_before, brier_calibrated=calibrated.brier_after)
     return TrainedModel(
         segment, calendar, events_version, frame, feature_cols, fit,
         final_model=PipelineModel(stages=[*fit.model.stages, calibrated.calibrator]),
         scored=scored, calibrated=calibrated, metrics=metrics, curve=curve, choices=choices,
+        level_tables=level_tables,
     )
 
 
 def _calibrate(cfg: AppConfig, segment: SegmentDefinition, calendar: SnapshotCalendar, scored: DataFrame,
-               ) -> tuple[calibration.CalibrationResult, pd.DataFrame, dict[str, calibration.ThresholdChoice]]:
-    """(calibrator and folds, held-out threshold curve, one threshold per level with its held-out evidence)."""
+               ) -> tuple[calibration.CalibrationResult, pd.DataFrame, dict[str, calibration.ThresholdChoice],
+                          tuple[pd.DataFrame, pd.DataFrame]]:
+    """(calibrator and folds, held-out threshold curve, one threshold per level with its held-out evidence,
+    the (choice half, evidence half) score tables the thresholds were chosen and measured on)."""
     # A fresh split per calibration snapshot: see calibration.split_folds.
     fold_salt = calendar.calibration.date().isoformat()
     seed, nightly = segment.training.seed, cfg.nightly
@@ -302,10 +308,9 @@ def _calibrate(cfg: AppConfig, segment: SegmentDefinition, calendar: SnapshotCal
     curve = calibration.threshold_curve(calibration.score_table(calibrated.threshold_fold),
                                         nightly.threshold_curve_points, nightly.confidence)
     choice_half, evidence_half = calibration.split_threshold_fold(calibrated.threshold_fold, seed, fold_salt)
-    # The minimum size counts threshold-fold members; the choice half holds about half of them.
-    choices = calibration.choose_thresholds(calibration.score_table(choice_half), _levels(cfg, segment),
-                                            max(1, nightly.min_segment_size // 2), nightly.confidence)
-    return calibrated, curve, calibration.with_evidence(choices, calibration.score_table(evidence_half))
+    tables = (calibration.score_table(choice_half), calibration.score_table(evidence_half))
+    choices = calibration.choose_levels(tables, _levels(cfg, segment), nightly.min_segment_size, nightly.confidence)
+    return calibrated, curve, choices, tables
 
 
 def _champion_auc_pr_on(holdout_scored: DataFrame, holdout_features: DataFrame, model_uri: str) -> float | None:
@@ -456,6 +461,9 @@ def _log_artifacts(folder: Path, trained: TrainedModel) -> None:
     profile.to_csv(folder / "data_profile_features.csv", index=False)
     per_snapshot.to_csv(folder / "data_profile_snapshots.csv", index=False)
     trained.curve.to_csv(folder / "threshold_curve.csv", index=False)
+    if trained.level_tables is not None:
+        for name, table in zip(calibration.LEVEL_TABLE_ARTIFACTS, trained.level_tables, strict=True):
+            table.to_csv(folder / name, index=False)  # repr floats: thresholds survive the round trip exactly
     (folder / "segment.yaml").write_text(yaml.safe_dump(_segment_yaml(trained.segment), sort_keys=False))
     (folder / "thresholds.json").write_text(json.dumps(
         {level: _choice_dict(choice) for level, choice in trained.choices.items()}, indent=2, sort_keys=True))

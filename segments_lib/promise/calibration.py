@@ -425,6 +425,22 @@ def with_evidence(choices: Mapping[str, ThresholdChoice], evidence_table: pd.Dat
     return attached
 
 
+# The artifacts of a training run that `choose_levels` needs: the two halves' score tables.
+LEVEL_TABLE_ARTIFACTS = ("threshold_choice_half.csv", "threshold_evidence_half.csv")
+
+
+def choose_levels(tables: tuple[pd.DataFrame, pd.DataFrame], levels: Mapping[str, float], min_segment_size: int,
+                  confidence: float) -> dict[str, ThresholdChoice]:
+    """Each level's threshold chosen on the choice half's table, with the evidence half's counts attached.
+
+    The one rule for training and for a level first asked for at night (from the stored tables): the
+    minimum size counts threshold-fold members, and the choice half holds about half of them.
+    """
+    choice_table, evidence_table = tables
+    choices = choose_thresholds(choice_table, levels, max(1, min_segment_size // 2), confidence)
+    return with_evidence(choices, evidence_table)
+
+
 def member_flag(score: Column, choice: ThresholdChoice) -> Column:
     """True when the score reaches the level's threshold; always false for an unreachable level or a null score."""
     if choice.status != STATUS_OK or choice.threshold is None:

@@ -23,7 +23,7 @@ from segments_lib.language.definitions import SegmentDefinition
 from segments_lib.promise.drift import DRIFT_BASELINE, SCORE_COLUMN, psi_against, top_drifting
 from segments_lib.promise.ledger import backtest_scored_date, night_ledger, precision_flag, promises_from_choices
 from segments_lib.store import tables, tracking
-from segments_lib.store.tracking import run_artifact_json
+from segments_lib.store.tracking import ADDED_THRESHOLDS, optional_run_artifact_json, run_artifact_json
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,10 @@ def last_night(spark: SparkSession, cfg: AppConfig, segment: str, run_date: date
 
 
 def thresholds_of_run(run_id: str) -> Any | None:
-    """The `thresholds.json` (the promises) a model's training run logged, read from the tracking store."""
-    return run_artifact_json(run_id, "thresholds.json")
+    """The promises of a model's run: its `thresholds.json`, plus the levels nights chose after training."""
+    promises = run_artifact_json(run_id, "thresholds.json")
+    added = optional_run_artifact_json(run_id, ADDED_THRESHOLDS)
+    return {**added, **promises} if isinstance(promises, dict) and isinstance(added, dict) else promises
 
 
 def write_backtest(spark: SparkSession, cfg: AppConfig, events: DataFrame, segment: SegmentDefinition,

@@ -431,6 +431,30 @@ def definition_tag(tags: Mapping[str, str]) -> dict[str, str] | None:
     return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else None
 
 
+ADDED_THRESHOLDS = "thresholds_added.json"  # levels a night chose after training (job.stages.with_segment_level)
+
+
+def add_level(cfg: MlflowConfig, segment_name: str, model: ChampionInfo, level: str,
+              choice: Mapping[str, Any]) -> None:
+    """Record a level chosen after training on the model: its version's threshold tags and the run's
+    `thresholds_added.json` (the promise the ledger checks), so later nights read it like any other."""
+    client = mlflow.MlflowClient()
+    name = registered_model_name(cfg, segment_name)
+    threshold = choice.get("threshold")
+    thresholds = {**model.thresholds, level: None if threshold is None else float(threshold)}
+    client.set_model_version_tag(name, model.version, TAG_THRESHOLDS, json.dumps(thresholds, sort_keys=True))
+    client.set_model_version_tag(name, model.version, f"{THRESHOLD_TAG_PREFIX}{level}",
+                                 "none" if threshold is None else repr(float(threshold)))
+    added = optional_run_artifact_json(model.run_id, ADDED_THRESHOLDS) or {}
+    client.log_dict(model.run_id, {**added, level: dict(choice)}, ADDED_THRESHOLDS)
+
+
+def optional_run_artifact_json(run_id: str, name: str) -> Any | None:
+    """A JSON artifact of a run, or None when the run has no such artifact."""
+    listed = {f.path for f in mlflow.MlflowClient().list_artifacts(run_id)}
+    return run_artifact_json(run_id, name) if name in listed else None
+
+
 def run_artifact_json(run_id: str, name: str) -> object:
 
 
