@@ -27,7 +27,7 @@ def test_summary_shows_the_segments_own_level_next_to_the_named_levels() -> None
 def test_levels_show_threshold_promise_lift_and_members_and_an_unreachable_level_says_what_is_reachable() -> None:
     import pandas as pd
 
-    from segments_lib.job.level_report import curve_base_rate, level_summaries, reachable_hint
+    from segments_lib.job.level_report import curve_base_rate, level_summaries, reachable_hint, strictest_number
 
     targets = {"high": 0.6, "medium": 0.4, "low": 0.2}
     thresholds = {"high": None, "medium": 0.5123, "low": 0.21}
@@ -38,23 +38,27 @@ def test_levels_show_threshold_promise_lift_and_members_and_an_unreachable_level
         "low": {"expected_precision": 0.25, "precision_lower": 0.22},
     }
     levels = level_summaries(targets, thresholds, promises, {"high": 0, "medium": 412, "low": 1500})
-    # The held-out curve, lowest threshold (everyone: 1,000 users, 100 positives) first; `tonight` sizes.
+    # The held-out curve, lowest threshold (everyone: 1,000 users, 100 positives) first.
     curve = pd.DataFrame({"threshold": [0.0, 0.3, 0.6], "precision": [0.10, 0.30, 0.55],
                           "precision_lower": [0.085, 0.27, 0.453], "recall": [1.0, 0.6, 0.2],
                           "members": [1000, 200, 40], "tonight": [5000, 900, 150]})
     base = curve_base_rate(curve)
     assert base == 0.10
+    # The stored choice half: 95% Clopper-Pearson bounds 0.1546 (40 of 200), 0.3874 (30 of 60) and 0.6058
+    # (9 of 10, but 10 < 50 // 2 members). Strictest number: 0.38, first reached at threshold 0.5.
+    choice_half = pd.DataFrame({"threshold": [0.1, 0.5, 0.9], "members": [200, 60, 10],
+                                "true_positives": [40, 30, 9], "precision": [0.2, 0.5, 0.9]})
+    number = strictest_number(choice_half, min_segment_size=50, confidence=0.95)
+    assert number == (0.38, 0.5)
     lines = summary_table([SegmentResult(
         segment="likely_to_purchase", run_date=date(2026, 6, 1), status="precision_unreachable",
         precision_level="high", eligible_count=5000, member_count=0,
         members_by_level={"high": 0, "medium": 412, "low": 1500}, reason="no threshold reaches precision 0.60",
-        reachable_hint=reachable_hint(levels, curve, min_segment_size=50, confidence=0.95),
-        levels=levels, base_rate=base)], "sqlite:///x.db").splitlines()
-    # The strictest reachable named level is medium (412 tonight). With at least 50 held-out members the
-    # best bound is 0.27 (the 40-member point is too small): 0.27 → "0.27", 900 members tonight.
+        reachable_hint=reachable_hint(levels, number, 730), levels=levels, base_rate=base)],
+        "sqlite:///x.db").splitlines()
     assert lines[4].strip() == ("↳ instead: strictest reachable level: medium (0.40, 412 members tonight); "
-                                "the held-out curve supports precision_level: 0.27 (95% bound, held-out "
-                                "precision 0.30, about 900 members tonight)")
+                                "precision_level: 0.38 is reachable with this model (threshold 0.5000, 730 "
+                                "members tonight)")
     assert lines[5].split() == ["level", "promise", "threshold", "precision", "bound", "lift", "members"]
     assert lines[6].split()[:3] == ["high", "0.60", "unreachable"]
     assert "best held-out precision 0.47 at 80 users" in lines[6]
@@ -62,3 +66,4 @@ def test_levels_show_threshold_promise_lift_and_members_and_an_unreachable_level
     assert lines[7].split() == ["medium", "0.40", "0.5123", "0.450", "0.410", "4.5x", "412"]
     assert lines[8].split() == ["low", "0.20", "0.2100", "0.250", "0.220", "2.5x", "1,500"]
     assert lines[9].strip().startswith("base rate 0.100 (held out)")
+    assert strictest_number(choice_half.iloc[2:], min_segment_size=50, confidence=0.95) is None  # too small

@@ -4,7 +4,8 @@ A marketer picks a level by trading precision for reach, so the summary shows ev
 segment side by side: the threshold, the held-out precision and its lower bound (what the level
 promises), the lift over the base rate, and how many users it selects tonight. When the segment's own
 level cannot be reached, `reachable_hint` says what can: the strictest reachable named level and the
-strictest number the held-out curve supports, each with tonight's size, so the next step is obvious.
+strictest number the model's stored evidence supports by the training rule, each with tonight's size,
+so the next step is obvious (a new number takes effect without a retrain, job.stages.with_segment_level).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+
+from segments_lib.promise.calibration import precision_lower_bounds
 
 
 @dataclass(frozen=True)
@@ -54,13 +57,34 @@ def curve_base_rate(curve: pd.DataFrame) -> float | None:
     return float(curve.sort_values("threshold")["precision"].iloc[0])
 
 
-def reachable_hint(levels: tuple[LevelSummary, ...], curve: pd.DataFrame, min_segment_size: int,
-                   confidence: float) -> str:
+def strictest_number(choice_table: pd.DataFrame, min_segment_size: int, confidence: float,
+                     ) -> tuple[float, float] | None:
+    """(p, threshold): the largest hundredth p that `calibration.choose_levels` would reach, and its threshold.
+
+    The same rule as training, on the same stored choice-half table: the lowest threshold whose
+    Clopper–Pearson bound is at least p with at least half of `min_segment_size` members. None when no
+    threshold supports any precision above 0.
+    """
+    if choice_table.empty:
+        return None
+    members = choice_table["members"].to_numpy()
+    lower = precision_lower_bounds(choice_table["true_positives"].to_numpy(), members, confidence)
+    large = members >= max(1, min_segment_size // 2)
+    if not large.any():
+        return None
+    number = math.floor(float(lower[large].max()) * 100 + 1e-9) / 100
+    if number <= 0:
+        return None
+    qualifies = large & (lower >= number - 1e-12)
+    return number, float(choice_table["threshold"].to_numpy()[qualifies].min())
+
+
+def reachable_hint(levels: tuple[LevelSummary, ...], number: tuple[float, float] | None,
+                   members_at_number: int | None) -> str:
     """What the segment could promise instead: the strictest reachable named level, and the strictest number.
 
-    The number is the curve's best lower bound among thresholds that keep at least `min_segment_size`
-    held-out users, rounded down to a hundredth (the bound rounds on the promised side); its size is the
-    number of users tonight at or above that threshold (`tonight` column of the curve).
+    `number` is `strictest_number` on the model's stored evidence (None: not available), and
+    `members_at_number` tonight's users at or above its threshold.
     """
     parts = []
     reachable = [lv for lv in levels if lv.threshold is not None]
@@ -68,15 +92,10 @@ def reachable_hint(levels: tuple[LevelSummary, ...], curve: pd.DataFrame, min_se
         best = max(reachable, key=lambda lv: lv.target_precision)
         size = "" if best.members is None else f", {best.members:,} members tonight"
         parts.append(f"strictest reachable level: {best.level} ({best.target_precision:.2f}{size})")
-    large = curve[curve["members"] >= min_segment_size] if not curve.empty else curve
-    if not large.empty:
-        point = large.sort_values(["precision_lower", "members"], ascending=[False, False]).iloc[0]
-        number = math.floor(float(point["precision_lower"]) * 100) / 100
-        if number > 0:
-            tonight = f", about {int(point['tonight']):,} members tonight" if "tonight" in point else ""
-            parts.append(f"the held-out curve supports precision_level: {number:.2f} "
-                         f"({confidence:.0%} bound, held-out precision {float(point['precision']):.2f}{tonight})")
-    return "; ".join(parts) if parts else "no threshold of the held-out curve keeps enough users to promise anything"
+    if number is not None:
+        size = "" if members_at_number is None else f", {members_at_number:,} members tonight"
+        parts.append(f"precision_level: {number[0]:.2f} is reachable with this model (threshold {number[1]:.4f}{size})")
+    return "; ".join(parts) if parts else "no threshold of the held-out evidence supports a promise"
 
 
 def format_levels(levels: tuple[LevelSummary, ...], base_rate: float | None, indent: str) -> list[str]:

@@ -21,7 +21,13 @@ from pyspark.sql import functions as F
 from segments_lib.config import AppConfig
 from segments_lib.features.frame import eligible_features
 from segments_lib.job.inference import score_model
-from segments_lib.job.level_report import LevelSummary, curve_base_rate, level_summaries, reachable_hint
+from segments_lib.job.level_report import (
+    LevelSummary,
+    curve_base_rate,
+    level_summaries,
+    reachable_hint,
+    strictest_number,
+)
 from segments_lib.job.results import (
     STATUS_FAILED,
     STATUS_NO_ELIGIBLE,
@@ -390,9 +396,7 @@ def segment_result(night: Night, training: Training, model: ChampionInfo, writte
     status, reason = night_status(night, model, written.counts)
     counts, churn, drifted = written.counts, checked.churn, checked.drift
     levels = night_levels(night, model, counts)
-    hint = ""
-    if status == STATUS_UNREACHABLE:
-        hint = reachable_hint(levels, written.curve, night.cfg.nightly.min_segment_size, night.cfg.nightly.confidence)
+    hint = reachable_hint(levels, *strictest_tonight(night, model, written)) if status == STATUS_UNREACHABLE else ""
     return SegmentResult(
         segment=night.segment.name, run_date=night.run_date, status=status, reason=reason,
         retrained=training.retrained, retrain_reason=training.retrain_reason,
@@ -408,6 +412,22 @@ def segment_result(night: Night, training: Training, model: ChampionInfo, writte
         stage_seconds=dict(night.timer.durations), model_source=model.source,
         levels=levels, base_rate=curve_base_rate(written.curve), reachable_hint=hint,
     )
+
+
+def strictest_tonight(night: Night, model: ChampionInfo, written: Written) -> tuple[tuple[float, float] | None,
+                                                                                   int | None]:
+    """The strictest number the model's stored choice-half table supports, and tonight's users at it."""
+    if night.store_down is not None:
+        return None, None
+    try:
+        table = tracking.run_artifact_frame(model.run_id, calibration.LEVEL_TABLE_ARTIFACTS[0])
+    except Exception as exc:  # a model from before the stored tables: the hint names levels only
+        log.info("[%s] no stored choice-half table for run %s (%s)", night.segment.name, model.run_id, exc)
+        return None, None
+    number = strictest_number(table, night.cfg.nightly.min_segment_size, night.cfg.nightly.confidence)
+    if number is None:
+        return None, None
+    return number, written.tonight.where(F.col("score") >= F.lit(number[1])).count()
 
 
 def night_levels(night: Night, model: ChampionInfo, counts: MemberCounts) -> tuple[LevelSummary, ...]:
