@@ -54,7 +54,7 @@ def test_flatten_params_spells_durations_targets_and_nesting() -> None:
     assert flat["segment.target.terms.0.type"] == "Occurs"
     assert flat["segment.target.terms.0.events"] == "A,B"
     assert flat["segment.target.terms.1.within"] == "1d"
-    assert flat["segment.training.gbt.max_depth"] == "5"
+    assert flat["segment.training.gbt.max_depth"] == "3"  # the default (depth 3, issue 19)
     assert flat["segment.eligible.active_in"] == "None"
     assert tracking.flatten_params(GbtParams(max_iter=3), "gbt")["gbt.max_iter"] == "3"
 
