@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mlflow.spark
+from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 
 from segments_lib.store import champion_copy
@@ -20,8 +21,15 @@ def score(spark: SparkSession, model_uri: str, features: DataFrame | str) -> Dat
     return mlflow.spark.load_model(model_uri).transform(frame).select("user_id", "score")
 
 
-def score_model(spark: SparkSession, model: ChampionInfo, features: DataFrame) -> DataFrame:
-    """`score` with a scoring model that may be the registered version or its champion copy."""
+def scoring_pipeline(model: ChampionInfo) -> PipelineModel:
+    """The Spark ML pipeline of a scoring model: the registered version or its champion copy."""
     if model.source == champion_copy.SOURCE:
-        return champion_copy.load_pipeline(model).transform(features).select("user_id", "score")
-    return score(spark, model.model_uri, features)
+        return champion_copy.load_pipeline(model)
+    return mlflow.spark.load_model(model.model_uri)
+
+
+def score_model(spark: SparkSession, model: ChampionInfo, features: DataFrame,
+                pipeline: PipelineModel | None = None) -> DataFrame:
+    """`score` with a scoring model; pass its loaded `pipeline` when the caller needs it too (reasons)."""
+    loaded = pipeline if pipeline is not None else scoring_pipeline(model)
+    return loaded.transform(features).select("user_id", "score")

@@ -19,6 +19,7 @@ from pyspark.sql.types import (
 )
 
 from segments_lib.language.definitions import NAMED_LEVELS
+from segments_lib.model.reasons import REASON_COLUMNS
 
 CONTROL_BUCKETS = 10_000
 EPOCH = date(1970, 1, 1)  # rotation periods are counted from here, so every night agrees on them
@@ -40,6 +41,10 @@ MEMBERSHIP_COLUMNS: tuple[tuple[str, object, str], ...] = (
     ("mlflow_run_id", StringType(), "MLflow run that trained and calibrated the model."),
     ("control_group", BooleanType(), "Random hold-out (hash of segment, user and the rotation period or experiment, "
      "so a user stays in one arm for the whole period): do not target; measure uplift."),
+    # Issue 21 item 5, appended last so that existing tables gain them by schema merge (docs/reasons.md).
+    *((f"reason_{k}", StringType(), f"Members only: the feature pushing the score up {rank} (TreeSHAP on the GBT), "
+       "in plain words; null for non-members and when fewer features push up.")
+      for k, rank in ((1, "most"), (2, "second most"), (3, "third most"))),
 )
 
 MEMBERSHIP_SCHEMA = StructType([StructField(n, t, nullable=True) for n, t, _ in MEMBERSHIP_COLUMNS])
@@ -119,7 +124,7 @@ def tier_column(score: Column, levels: tuple[LevelThreshold, ...]) -> Column:
 
 
 def membership_rows(scored: DataFrame, ctx: ScoringContext) -> DataFrame:
-    """`scored` has user_id and score (calibrated); returns rows in MEMBERSHIP_SCHEMA order."""
+    """`scored` has user_id and score (calibrated), optionally reason_1..3; returns rows in MEMBERSHIP_SCHEMA order."""
     by_level = {lv.level: lv for lv in ctx.levels}
     own = by_level[ctx.segment_level]
     score = F.col("score")
@@ -140,6 +145,12 @@ def membership_rows(scored: DataFrame, ctx: ScoringContext) -> DataFrame:
             ctx.segment, control_draw(ctx.run_date, ctx.control_rotate_every, ctx.control_experiment),
             F.col("user_id"), ctx.control_share),
     }
+    # Reasons come with `scored` when the night computed them (model.reasons, members only); a
+    # non-member never carries one, whatever `scored` holds.
+    columns.update({
+        name: F.when(columns["is_member"], F.col(name) if name in scored.columns else F.lit(None))
+        for name in REASON_COLUMNS
+    })
     # Column comments travel in the schema metadata, so Delta stores them and DESCRIBE shows them.
     return scored.select(*[
         columns[name].cast(dtype).alias(name, metadata={"comment": doc}) for name, dtype, doc in MEMBERSHIP_COLUMNS

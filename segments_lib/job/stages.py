@@ -15,12 +15,13 @@ from datetime import date, datetime
 from typing import Any
 
 import pandas as pd
+from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segments_lib.config import AppConfig
 from segments_lib.features.frame import eligible_features
-from segments_lib.job.inference import score_model
+from segments_lib.job.inference import score_model, scoring_pipeline
 from segments_lib.job.level_report import (
     LevelSummary,
     curve_base_rate,
@@ -38,10 +39,17 @@ from segments_lib.job.results import (
     count_members,
     snapshot_time,
 )
-from segments_lib.job.scoring import ScoringContext, level_thresholds, membership_rows, membership_slice
+from segments_lib.job.scoring import (
+    ScoringContext,
+    level_thresholds,
+    member_flag,
+    membership_rows,
+    membership_slice,
+)
 from segments_lib.language.definitions import NAMED_LEVELS, SegmentDefinition, segment_levels
 from segments_lib.language.fingerprint import changed_parts, fingerprint
 from segments_lib.language.windows import ReadWindow, backtest_window, scoring_window, training_window
+from segments_lib.model.reasons import REASON_COLUMNS, with_reasons
 from segments_lib.model.training import STATUS_REUSED, train_segment
 from segments_lib.model.training import STATUS_SKIPPED as TRAINING_SKIPPED
 from segments_lib.progress import StageTimer
@@ -275,8 +283,34 @@ def score_night(night: Night, model: ChampionInfo, features: NightFeatures) -> S
         control_experiment=cfg.nightly.control_experiment,
     )
     with night.timer.stage("score"):
-        scores = score_model(night.spark, model, features.frame).persist()
-        return Scored(scores, membership_rows(scores, ctx))
+        pipeline = scoring_pipeline(model)
+        scores = score_model(night.spark, model, features.frame, pipeline).persist()
+    with night.timer.stage("reasons"):
+        explained = member_reasons(night, model, pipeline, features, scores, ctx)
+    return Scored(scores, membership_rows(explained, ctx))
+
+
+def member_reasons(night: Night, model: ChampionInfo, pipeline: PipelineModel, features: NightFeatures,
+                   scores: DataFrame, ctx: ScoringContext) -> DataFrame:
+    """`scores` with reason_1..3 for the members at the configured level (model.reasons); null on any failure.
+
+    Only members are explained (SHAP is per row). The reasons are materialised here, so this stage's
+    time is theirs, with a local checkpoint rather than persist: its blocks go once the night's frames
+    are dropped, and nothing has to unpersist them.
+    """
+    threshold = next(lv.threshold for lv in ctx.levels if lv.level == ctx.segment_level)
+    if threshold is None:
+        return scores  # an unreachable level has no members to explain
+    try:
+        members = scores.where(member_flag(F.col("score"), threshold)).select("user_id").join(
+            features.frame, "user_id")
+        explained = with_reasons(members, pipeline, list(model.feature_columns),
+                                 event_names=night.prepared.event_counts)
+        reasons = explained.select("user_id", *REASON_COLUMNS).localCheckpoint(eager=True)
+    except Exception as exc:  # reasons are an extra: a night never fails for them
+        log.warning("[%s] reasons per member skipped, reason_1..3 stay null: %s", night.segment.name, exc)
+        return scores
+    return scores.join(reasons, "user_id", "left")
 
 
 # ---- write ----------------------------------------------------------------------------------------------
