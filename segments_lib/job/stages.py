@@ -285,6 +285,9 @@ def score_night(night: Night, model: ChampionInfo, features: NightFeatures) -> S
     with night.timer.stage("score"):
         pipeline = scoring_pipeline(model)
         scores = score_model(night.spark, model, features.frame, pipeline).persist()
+        # Materialised here, so tonight's features and scores are this stage's time and the reasons
+        # stage's is the members' own; later stages read the same cached rows either way.
+        scores.count()
     with night.timer.stage("reasons"):
         explained = member_reasons(night, model, pipeline, features, scores, ctx)
     return Scored(scores, membership_rows(explained, ctx))

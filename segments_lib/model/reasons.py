@@ -76,15 +76,16 @@ def read_forest(gbt: GBTClassificationModel) -> Forest:
     for tree, weight in zip(gbt.trees, gbt.treeWeights, strict=True):
         root = tree._java_obj.rootNode()
         # Covers are the weighted training counts Spark keeps per node (impurityStats.count), so the
-        # path-dependent expectation is over the weighted rows the tree was grown on.
+        # path-dependent expectation is over the weighted rows the tree was grown on. Each py4j call is
+        # a round trip, so every node's cover is read once and handed down.
         root_cover = float(root.impurityStats().count())
-        stack: list[tuple[Any, tuple[Split, ...], dict[int, float]]] = [(root, (), {})]
+        stack: list[tuple[Any, float, tuple[Split, ...], dict[int, float]]] = [(root, root_cover, (), {})]
         while stack:
-            node, path, zero = stack.pop()
+            node, cover, path, zero = stack.pop()
             if node.getClass().getSimpleName() == "LeafNode":
                 value = float(weight) * float(node.prediction())
                 leaves.append(Leaf(value, path, tuple(sorted(zero.items()))))
-                expected += value * float(node.impurityStats().count()) / root_cover
+                expected += value * cover / root_cover
                 continue
             split = node.split()
             feature = int(split.featureIndex())
@@ -92,10 +93,10 @@ def read_forest(gbt: GBTClassificationModel) -> Forest:
                 threshold, categories = float(split.threshold()), None
             else:
                 threshold, categories = None, frozenset(float(c) for c in split.leftCategories())
-            cover = float(node.impurityStats().count())
             for child, left in ((node.leftChild(), True), (node.rightChild(), False)):
-                share = float(child.impurityStats().count()) / cover if cover > 0 else 0.0
-                stack.append((child, (*path, Split(feature, threshold, categories, left)),
+                child_cover = float(child.impurityStats().count())
+                share = child_cover / cover if cover > 0 else 0.0
+                stack.append((child, child_cover, (*path, Split(feature, threshold, categories, left)),
                               {**zero, feature: zero.get(feature, 1.0) * share}))
     return Forest(tuple(leaves), int(gbt.numFeatures), expected)
 
