@@ -329,6 +329,7 @@ def test_tracking_server_stopped_mid_job_then_the_next_night_scores_from_the_cha
         spark, workspace: Workspace, tmp_path: Path) -> None:
     import mlflow
 
+    from segments_lib.job.scoring import MEMBERSHIP_COLUMNS
     from segments_lib.store import champion_copy
     from segments_lib.store.tracking import CHAMPION, registered_model_name
     from tests.support.mlflow_server import start_mlflow_server
@@ -381,8 +382,10 @@ def test_tracking_server_stopped_mid_job_then_the_next_night_scores_from_the_cha
         assert "training was due (champion is 7 days old (retrain_every 7d))" in down.reason
         rows = [r for r in membership_down if r[1] == segment]
         assert len(rows) == len({r[2] for r in rows}) == down.eligible_count > 0
-        assert {(r[-4], r[-3], r[-2]) for r in rows} == {(f"segments_{segment}", int(champion.version),
-                                                          champion.run_id)}
+        names = [name for name, _, _ in MEMBERSHIP_COLUMNS]
+        model_of = [names.index(c) for c in ("model_name", "model_version", "mlflow_run_id")]
+        assert {tuple(r[i] for i in model_of) for r in rows} == {(f"segments_{segment}", int(champion.version),
+                                                                  champion.run_id)}
         assert champion_copy.current_version(spark, cfg, segment) == str(champion.version)
     # The closed night (FIRST_NIGHT, 7d window) was judged with the promises the copy kept.
     ledger = tables.read_output(spark, cfg, tables.SEGMENT_BACKTEST).where(f"scored_date = DATE'{FIRST_NIGHT}'")
