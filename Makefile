@@ -26,6 +26,10 @@ $(DEV_STAMP): setup.py $(RUNTIME_STAMP)
 	if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql; \
 	fi
+	@# tests/test_report.py opens the segment report in a real headless browser: Debian's chromium.
+	if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; \
+	fi
 	touch $@
 
 install: $(RUNTIME_STAMP)

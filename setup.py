@@ -17,6 +17,7 @@ RUNTIME = [
     "matplotlib>=3.8",
     "scipy>=1.11",  # Clopper–Pearson bounds (segments_lib.promise.calibration)
     "deltalake>=1.0",  # writes the generated demo events without Spark (tables.write_arrow_delta)
+    "plotly>=5.20",  # the nightly segment report: one self-contained HTML file (jobs.report)
 ]
 
 # Object storage (s3a:// locations): MLflow uploads and downloads S3 artifacts with boto3. Spark's S3A

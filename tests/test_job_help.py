@@ -12,6 +12,7 @@ from jobs import (
     import_events,
     load_online_retail,
     nightly,
+    report,
     sql_server,
 )
 
@@ -28,6 +29,7 @@ JOBS = {
     "import_events": (import_events, ["--conf", "--from", "--to", "--chunk-days", "--run-date"], ["0", "1", "2"]),
     "load_online_retail": (load_online_retail, ["--conf", "--source", "--events-path", "--run-date",
                                                 "--max-rejected-share"], ["0", "1", "2"]),
+    "report": (report, ["--conf", "--date", "--to", "--nights", "--no-mlflow"], ["0", "1", "2"]),
     "sql_server": (sql_server, ["--conf", "--host", "--port", "--database", "--auth", "--refresh-seconds",
                                 "--register-only"], ["0", "2"]),
 }
