@@ -68,7 +68,7 @@ def membership(spark: SparkSession, segment: str, run_date: date, users: list[tu
     rows = [
         (run_date, segment, user, score, tier(score), score >= LEVELS["high"], score >= LEVELS["medium"],
          score >= LEVELS["low"], score >= LEVELS[CONFIGURED_LEVEL], LEVELS[CONFIGURED_LEVEL],
-         f"segments_{segment}", 1, "run-1", control)
+         f"segments_{segment}", 1, "run-1", control, None, None, None)
         for user, score, control in users
     ]
     return spark.createDataFrame(rows, MEMBERSHIP_SCHEMA)
@@ -120,9 +120,12 @@ def test_members_at_a_level_without_the_control_group_by_score(job: AppConfig, t
     assert only_file(target.parent) == target
     rows = read_csv(target)
     assert [r["user_id"] for r in rows] == MEDIUM_JUNE_1
-    assert list(rows[0]) == ["user_id", "segment", "run_date", "score", "precision_tier", "control_group"]
+    # The table has reason_1..3 (null in these hand-made rows), so the export carries them too.
+    assert list(rows[0]) == ["user_id", "segment", "run_date", "score", "precision_tier", "control_group",
+                             "reason_1", "reason_2", "reason_3"]
     assert rows[0] == {"user_id": "u01", "segment": "buyers", "run_date": "2026-06-01", "score": "0.9",
-                       "precision_tier": "high", "control_group": "false"}
+                       "precision_tier": "high", "control_group": "false", "reason_1": "", "reason_2": "",
+                       "reason_3": ""}
     assert {r["control_group"] for r in rows} == {"false"}
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     assert summary == (f"wrote 7 members of buyers (level medium, 2026-06-01) to {target}; "
@@ -182,7 +185,9 @@ def test_parquet_export_is_one_file_with_typed_columns(job: AppConfig, tmp_path:
     assert run(target, "--level", "medium", "--format", "parquet") == export.EXIT_OK
     assert only_file(tmp_path) == target
     table = pq.read_table(target)
-    assert table.column_names == ["user_id", "segment", "run_date", "score", "precision_tier", "control_group"]
+    assert table.column_names == ["user_id", "segment", "run_date", "score", "precision_tier", "control_group",
+                                  "reason_1", "reason_2", "reason_3"]
+    assert table.column("reason_1").to_pylist() == [None] * len(MEDIUM_JUNE_1)
     assert table.column("user_id").to_pylist() == MEDIUM_JUNE_1
     assert table.column("run_date").to_pylist() == [JUNE_1] * len(MEDIUM_JUNE_1)
     assert table.column("score").to_pylist()[:2] == [0.90, 0.75]

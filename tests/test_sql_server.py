@@ -21,7 +21,7 @@ def membership(spark: SparkSession, rows: list[tuple[date, str, str, float, bool
     """Membership rows in the real schema from (run_date, segment, user, score, member_high)."""
     full = [
         (run_date, segment, user, score, "high" if high else None, high, high, True, high, 0.7,
-         f"segments_{segment}", 1, "run-1", False)
+         f"segments_{segment}", 1, "run-1", False, None, None, None)
         for run_date, segment, user, score, high in rows
     ]
     return spark.createDataFrame(full, MEMBERSHIP_SCHEMA)

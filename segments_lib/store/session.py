@@ -214,7 +214,12 @@ def build_session(cfg: SparkConfig, app_name: str | None = None):  # -> SparkSes
         wanted["spark.sql.extensions"] = ",".join(e for e in (extensions, DELTA_EXTENSION) if e)
     if "spark.sql.catalog.spark_catalog" not in fixed:
         wanted["spark.sql.catalog.spark_catalog"] = DELTA_CATALOG
-    wanted = {**local_mode_conf(fixed.get("spark.master", wanted["spark.master"])), **wanted}
+    master = fixed.get("spark.master", wanted["spark.master"])
+    wanted = {**local_mode_conf(master), **wanted}
+    if master.startswith("local"):
+        # Local Python workers (mapInPandas: reasons per member) must be this interpreter, with its pandas
+        # and numpy, not whatever `python3` is first on PATH; an explicit PYSPARK_PYTHON still wins.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
     has_delta_jars = any("delta" in fixed.get(k, "") for k in ("spark.jars", "spark.jars.packages"))
     resolves = not _launched_by_spark_submit() and not has_delta_jars and cached_delta_jars(cfg) is None
