@@ -15,6 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
+from segments_lib.language.definitions import NAMED_LEVELS
 from segments_lib.report import data
 from segments_lib.report.data import LevelMark, ReportInput
 
@@ -68,14 +69,18 @@ def curve_figure(curve: pd.DataFrame, marks: list[LevelMark]) -> go.Figure:
     return fig
 
 
-def members_figure(run: Mapping[str, object], marks: list[LevelMark]) -> go.Figure:
-    """Members per named level, and the configured level's count when it is a number."""
-    levels = [m.level for m in marks] or []
-    counts = [m.members or 0 for m in marks]
+def members_figure(run: Mapping[str, object]) -> go.Figure:
+    """Members per named level (0 where a level has no threshold tonight: nobody reaches it), and the
+    configured level's count when it is a number; the configured level is orange."""
+    configured = str(run.get("precision_level") or "")
+    levels = list(NAMED_LEVELS)
+    counts = [int(run[f"members_{lv}"]) if data.present(run.get(f"members_{lv}")) else 0 for lv in levels]
+    if configured and configured not in NAMED_LEVELS:
+        levels.append(configured)
+        counts.append(int(run["member_count"]) if data.present(run.get("member_count")) else 0)
     fig = go.Figure(go.Bar(x=levels, y=counts, text=counts, textposition="outside",
-                           marker={"color": ["#1f77b4" if not m.configured else "#ff7f0e" for m in marks]}))
-    fig.update_layout(**_layout(f"Members per level (configured: {run.get('precision_level') or '-'})",
-                                "level", "members"))
+                           marker={"color": ["#ff7f0e" if lv == configured else "#1f77b4" for lv in levels]}))
+    fig.update_layout(**_layout(f"Members per level (configured: {configured or '-'})", "level", "members"))
     return fig
 
 
@@ -164,8 +169,7 @@ def segment_section(report: ReportInput, segment: str) -> str:
     panels = [
         _panel("Precision vs reach", _chart(curve_figure(curve, marks), chart_id(segment, "curve"))
                if not curve.empty else None, "no threshold curve tonight (no model scored)"),
-        _panel("Members per level", _chart(members_figure(run, marks), chart_id(segment, "members"))
-               if marks else None, "no level has a threshold tonight"),
+        _panel("Members per level", _chart(members_figure(run), chart_id(segment, "members")), ""),
         _panel("Promised vs realized precision", _chart(promise_figure(history), chart_id(segment, "promise"))
                if not history.empty else None,
                "no night judged yet: a night's promise is checked once its prediction window has passed"),
