@@ -182,7 +182,7 @@ def segment_section(report: ReportInput, segment: str) -> str:
     ]
     lift_text = f" — {lift:.2f}× the base rate (a random score's AUC-PR)" if lift is not None else ""
     quality = (f'<div><h3>Model quality</h3><p class="facts">holdout AUC-PR <b>{_fmt(run.get("holdout_auc_pr"))}</b>'
-               f'{lift_text}.</p><p class="note">Baselines (recency, frequency, BG/NBD, logistic regression) on '
+               f'{lift_text}.</p><p class="note">Baselines (recency, frequency, BG/NBD, LightGBM) on '
                f'the demo and Online Retail: <a href="{RESULTS_LINK}">{RESULTS_LINK}</a> in the project.</p></div>')
     if reasons is None:
         reasons_html = '<p class="note">reasons not available</p>'
