@@ -68,6 +68,8 @@ def test_the_next_night_after_a_target_change_retrains_that_segment_only_and_pro
         spark, trained_workspace: AppConfig, changed_segments: AppConfig, capsys) -> None:
     night = TRAINED_NIGHTS[-1]
     with restored_afterwards(spark, trained_workspace.workspace.path):
+        # An earlier test in this worker may have pointed MLflow at its own store.
+        tracking.configure_mlflow(trained_workspace.mlflow)
         old = tracking.load_champion(trained_workspace.mlflow, "likely_to_purchase")
         assert old.definition is not None  # the shared workspace's models carry their fingerprint
         assert run_job(changed_segments, [night], None, "auto") == 0
@@ -101,6 +103,7 @@ def test_a_new_numeric_level_is_chosen_at_night_from_the_stored_evidence_without
 
     night = TRAINED_NIGHTS[-1]
     with restored_afterwards(spark, trained_workspace.workspace.path):
+        tracking.configure_mlflow(trained_workspace.mlflow)  # as above
         champion = tracking.load_champion(trained_workspace.mlflow, "likely_to_purchase")
         choice_half = tracking.run_artifact_frame(champion.run_id, "threshold_choice_half.csv")
         minimum = trained_workspace.nightly.min_segment_size // 2  # threshold-fold members, half in this half

@@ -65,7 +65,8 @@ def test_shipped_file_defines_the_five_demo_segments() -> None:
     purchase = by_name["likely_to_purchase"]
     assert (purchase.kind, purchase.past_window, purchase.prediction_window) == ("conversion", timedelta(days=28),
                                                                                  timedelta(days=7))
-    assert purchase.precision_level == "medium" and purchase.promised_precision(LEVELS) == 0.6
+    # A number, not a named level: on the demo no threshold reaches the named levels' 0.40 floor.
+    assert purchase.precision_level == 0.3 and purchase.promised_precision(LEVELS) == 0.3
     assert purchase.duration_pairs == (DurationPair("Add to Cart", "Purchase Completed", timedelta(hours=24)),)
     assert purchase.eligible.active_in == timedelta(days=28)
     assert (purchase.training.snapshots, purchase.training.min_positives) == (4, 200)
