@@ -1,0 +1,145 @@
+"""Uplift learners on Spark ML GBT: who acts *because* they are contacted, from randomized exposures.
+
+The training frame is the propensity frame (features and `label` per user and snapshot) plus a
+`treated` column: 1 when the user was exposed at the start of the prediction window. Exposure must be
+randomized (a known share of users sent at random); then the treated and control users at a
+snapshot are exchangeable, and the difference of their outcome rates is the causal effect.
+
+Learners (Künzel et al. 2019; Jaskowski & Jaroszewicz 2012), each built from the segment pipeline
+(`pipeline.build_pipeline`: null filling, BG/NBD inputs, GBT), so features mean what they mean for
+every other segment:
+
+* `t_learner`: one classifier on the treated rows, one on the control rows; uplift = p₁(x) − p₀(x).
+  Simple and unbiased per arm, but each arm's model has half the data, and the difference of two
+  noisy scores is noisier than either.
+* `class_transformation`: one classifier of z = 1 when (treated and outcome) or (control and no
+  outcome). With both arms weighted to equal total weight (treated 0.5 / e, control 0.5 / (1 − e),
+  e the treated share), P(z = 1 | x) = (1 + p₁(x) − p₀(x)) / 2, so uplift = 2 P(z = 1 | x) − 1. One
+  model on all rows, fitted to the effect directly.
+
+`fit_uplift` chooses between them like the propensity search chooses GBT params: each learner fits
+on the older snapshots and is judged by its Qini coefficient on the newest one, then the winner is
+refitted on every snapshot (a tie keeps the first learner listed).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from pyspark.ml import PipelineModel
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from segments_lib.language.definitions import GbtParams
+from segments_lib.language.snapshots import as_utc
+from segments_lib.model import uplift_metrics
+from segments_lib.model.pipeline import LABEL_COL, RAW_SCORE, SNAPSHOT_COL, WEIGHT_COL, build_pipeline
+
+log = logging.getLogger(__name__)
+
+TREATED_COL = "treated"
+UPLIFT_COL = "uplift"
+P_TREATED, P_CONTROL = "p_treated", "p_control"
+T_LEARNER, CLASS_TRANSFORMATION = "t_learner", "class_transformation"
+LEARNERS = (T_LEARNER, CLASS_TRANSFORMATION)
+
+
+@dataclass(frozen=True)
+class UpliftModel:
+    """A fitted learner: its pipeline models and the treated share it was fitted with."""
+    learner: str
+    treated_share: float
+    models: tuple[PipelineModel, ...]  # t_learner: (treated arm, control arm); class_transformation: (z model,)
+
+    def transform(self, df: DataFrame) -> DataFrame:
+        """`df` with `uplift` (and, for the T-learner, `p_treated` and `p_control`) added."""
+        if self.learner == T_LEARNER:
+            treated_arm, control_arm = self.models
+            scored = _score_as(control_arm, _score_as(treated_arm, df, P_TREATED), P_CONTROL)
+            return scored.withColumn(UPLIFT_COL, F.col(P_TREATED) - F.col(P_CONTROL))
+        (z_model,) = self.models
+        return _score_as(z_model, df, "_z").withColumn(UPLIFT_COL, 2.0 * F.col("_z") - 1.0).drop("_z")
+
+
+def _score_as(model: PipelineModel, df: DataFrame, column: str) -> DataFrame:
+    """`df` plus the model's positive-class probability as `column`; the pipeline's own columns dropped."""
+    return model.transform(df).select(*[F.col(f"`{c}`") for c in df.columns], F.col(RAW_SCORE).alias(column))
+
+
+def treated_share(df: DataFrame) -> float:
+    """The share of rows treated; ValueError when one arm is empty (nothing to compare)."""
+    row = df.agg(F.count(F.lit(1)).alias("n"), F.sum(F.col(TREATED_COL).cast("double")).alias("t")).first()
+    n, t = int(row["n"]), float(row["t"] or 0.0)
+    if t == 0 or t == n:
+        raise ValueError(f"uplift training needs treated and control rows, found {int(t)} treated of {n}")
+    return t / n
+
+
+def fit_t_learner(data: DataFrame, feature_cols: list[str], params: GbtParams, seed: int) -> UpliftModel:
+    share = treated_share(data)
+    rows = data.withColumn(WEIGHT_COL, F.lit(1.0))
+    arms = tuple(build_pipeline(feature_cols, params, seed).fit(rows.where(F.col(TREATED_COL) == arm))
+                 for arm in (1, 0))
+    return UpliftModel(T_LEARNER, share, arms)
+
+
+def fit_class_transformation(data: DataFrame, feature_cols: list[str], params: GbtParams,
+                             seed: int) -> UpliftModel:
+    share = treated_share(data)
+    treated, outcome = F.col(TREATED_COL) == 1, F.col(LABEL_COL) == 1
+    rows = (data.withColumn(LABEL_COL, F.when(treated == outcome, 1.0).otherwise(0.0))
+            .withColumn(WEIGHT_COL, F.when(treated, F.lit(0.5 / share)).otherwise(F.lit(0.5 / (1.0 - share)))))
+    return UpliftModel(CLASS_TRANSFORMATION, share, (build_pipeline(feature_cols, params, seed).fit(rows),))
+
+
+FITTERS = {T_LEARNER: fit_t_learner, CLASS_TRANSFORMATION: fit_class_transformation}
+
+
+def qini_of(model: UpliftModel, rows: DataFrame) -> float:
+    """The model's Qini coefficient on randomized `rows` (collected: one row per user, three columns)."""
+    scored = model.transform(rows).select(UPLIFT_COL, TREATED_COL, LABEL_COL).toPandas()
+    return uplift_metrics.qini_coefficient(scored[UPLIFT_COL].to_numpy(), scored[TREATED_COL].to_numpy(),
+                                           scored[LABEL_COL].to_numpy())
+
+
+@dataclass(frozen=True)
+class UpliftFit:
+    model: UpliftModel
+    validation_qini: dict[str, float]  # learner -> Qini coefficient on the newest snapshot (empty: no choice)
+    validation_snapshot: datetime | None
+    n_train: int
+    fit_seconds: float
+
+
+def fit_uplift(train_df: DataFrame, feature_cols: list[str], params: GbtParams, seed: int,
+               learners: Sequence[str] = LEARNERS) -> UpliftFit:
+    """Choose a learner on the newest training snapshot (Qini), then refit it on every snapshot."""
+    unknown = [name for name in learners if name not in FITTERS]
+    if unknown or not learners:
+        raise ValueError(f"unknown uplift learners {unknown}; choose from {', '.join(LEARNERS)}")
+    start = time.perf_counter()
+    missing = [c for c in (SNAPSHOT_COL, LABEL_COL, TREATED_COL, *feature_cols) if c not in train_df.columns]
+    if missing:
+        raise ValueError(f"uplift training frame lacks columns: {', '.join(missing)}")
+    cores = train_df.sparkSession.sparkContext.defaultParallelism
+    data = (train_df.select(SNAPSHOT_COL, *feature_cols, F.col(LABEL_COL).cast("double").alias(LABEL_COL),
+                            F.col(TREATED_COL).cast("int").alias(TREATED_COL))
+            .coalesce(max(cores, 1)).localCheckpoint(eager=True))  # why: see fit_with_time_validation
+    snapshots = sorted(as_utc(r[SNAPSHOT_COL]) for r in data.select(SNAPSHOT_COL).distinct().collect())
+    if not snapshots:
+        raise ValueError("uplift training frame is empty")
+    chosen, qinis, validation_time = learners[0], {}, None
+    if len(learners) > 1 and len(snapshots) > 1:
+        validation_time = snapshots[-1]
+        older = data.where(F.col(SNAPSHOT_COL) < F.lit(validation_time))
+        newest = data.where(F.col(SNAPSHOT_COL) == F.lit(validation_time))
+        for name in learners:
+            qinis[name] = qini_of(FITTERS[name](older, feature_cols, params, seed), newest)
+            log.info("uplift learner %s: validation Qini coefficient %.5f", name, qinis[name])
+        chosen = max(learners, key=lambda name: qinis[name])  # max keeps the first of ties
+    model = FITTERS[chosen](data, feature_cols, params, seed)
+    return UpliftFit(model, qinis, validation_time, data.count(), time.perf_counter() - start)
