@@ -12,13 +12,19 @@ replay the exact latent state at any snapshot without drawing events, then re-si
 from that state many times with the same dynamics. Where the target's probability given a latent
 path has a closed form (any purchase, any activity, any click) it is used inside the Monte Carlo
 (Rao-Blackwellised); cart abandonment and value sums are simulated event by event.
+
+Randomized campaigns (`segments_lib.intake.campaigns`, opt-in) hook into the replay through `Campaigns`:
+a send raises the user's carts per session for a few days (`LatentState.campaign_boost`), draws its
+assignment from a stream of its own, and leaves the latent walks alone, so with campaigns off the events
+and the ground truth are exactly those of the model without them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timedelta, timezone
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -29,6 +35,7 @@ ADD_TO_CART = "Add to Cart"
 PURCHASE = "Purchase Completed"
 CLICK = "Click Notification"
 TRANSACTION = "Transaction Made"
+CAMPAIGN_SENT = "Campaign Sent"
 # Events inside a session besides Open App, with their mean count per session.
 SESSION_EVENT_MEANS: dict[str, float] = {
     "Screen Viewed": 1.0,
@@ -41,8 +48,10 @@ SESSION_EVENT_MEANS: dict[str, float] = {
     "Referral Sent": 0.01,
     TRANSACTION: 0.04,
 }
-EVENT_NAMES: tuple[str, ...] = (OPEN_APP, *SESSION_EVENT_MEANS, CLICK, ADD_TO_CART, PURCHASE)
+# Codes are indices: the campaign send comes last so the other events keep the codes they always had.
+EVENT_NAMES: tuple[str, ...] = (OPEN_APP, *SESSION_EVENT_MEANS, CLICK, ADD_TO_CART, PURCHASE, CAMPAIGN_SENT)
 _CODE = {name: i for i, name in enumerate(EVENT_NAMES)}
+# A campaign send is something done to the user, not by them: it is not activity.
 ACTIVITY_EVENTS = frozenset({OPEN_APP, "Screen Viewed", "Content Viewed", "Browse Content", "Feature Used",
                              CLICK, "Message Read", ADD_TO_CART, PURCHASE})
 
@@ -63,6 +72,9 @@ PURCHASE_DELAY_S = 3 * 3600  # a converting cart is bought within 3 hours, the s
 NOTIFICATIONS_PER_DAY = 0.7
 VALUE_SIGMA = 0.45
 TRANSACTION_LOG_MEAN, TRANSACTION_SIGMA = np.log(30.0), 0.9
+# Base traits are normal on the log (or logit) scale; campaigns.log_effect standardises two of them.
+BASE_PURCHASE_MEAN, BASE_PURCHASE_SD = np.log(0.17), 0.8
+BASE_RESPONSE_MEAN, BASE_RESPONSE_SD = -2.3, 1.1
 INITIAL_USER_SHARE = 0.45  # present on day one; the rest join uniformly over the history
 
 # Mean-reverting walk per trait: x' = PHI·x + SIGMA·ε, so a trait's recent level predicts its near future.
@@ -88,7 +100,12 @@ class DemoSpec:
 
 @dataclass
 class LatentState:
-    """Per-user latent traits; `x_*` are the drifting deviations from each user's own base level."""
+    """Per-user latent traits; `x_*` are the drifting deviations from each user's own base level.
+
+    The `campaign_*` arrays are a campaign's effect in progress (zeros without campaigns; left empty they
+    are filled with zeros): the log-multiplier on carts per session, the days it still lasts including
+    today, and whether a campaign was sent at today's 00:00.
+    """
     base_activity: np.ndarray
     base_purchase: np.ndarray
     conversion_logit: np.ndarray
@@ -101,6 +118,18 @@ class LatentState:
     x_spend: np.ndarray
     x_response: np.ndarray
     alive: np.ndarray
+    campaign_boost: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    campaign_days_left: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    campaign_sent: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+
+    def __post_init__(self) -> None:
+        n = self.alive.size
+        if self.campaign_boost.size == 0 < n:
+            self.campaign_boost = np.zeros(n)
+        if self.campaign_days_left.size == 0 < n:
+            self.campaign_days_left = np.zeros(n, np.int32)
+        if self.campaign_sent.size == 0 < n:
+            self.campaign_sent = np.zeros(n, bool)
 
     def copy(self) -> LatentState:
         return LatentState(**{f.name: getattr(self, f.name).copy() for f in fields(self)})
@@ -113,7 +142,8 @@ class LatentState:
         return np.exp(self.base_activity + self.x_activity)
 
     def carts_per_session(self) -> np.ndarray:
-        return np.exp(self.base_purchase + self.x_purchase)
+        # Adding a zero boost leaves every value bit for bit as it was without campaigns.
+        return np.exp(self.base_purchase + self.x_purchase + self.campaign_boost)
 
     def conversion(self) -> np.ndarray:
         return _sigmoid(self.conversion_logit + 0.5 * self.x_purchase)
@@ -143,11 +173,11 @@ def initial_state(spec: DemoSpec, rng: np.random.Generator) -> tuple[LatentState
     join_day = np.where(joins_later, rng.integers(1, max(spec.days, 2), n), 0).astype(np.int32)
     state = LatentState(
         base_activity=rng.normal(np.log(0.18), 0.7, n),
-        base_purchase=rng.normal(np.log(0.17), 0.8, n),
+        base_purchase=rng.normal(BASE_PURCHASE_MEAN, BASE_PURCHASE_SD, n),
         conversion_logit=rng.normal(0.4, 1.1, n),
         base_churn=rng.normal(np.log(0.006 / 0.994), 0.7, n),
         base_spend=rng.normal(np.log(46.0), 0.55, n),
-        base_response=rng.normal(-2.3, 1.1, n),
+        base_response=rng.normal(BASE_RESPONSE_MEAN, BASE_RESPONSE_SD, n),
         x_activity=_stationary(rng, WALK_SIGMA["activity"], n),
         x_purchase=_stationary(rng, WALK_SIGMA["purchase"], n),
         x_churn=_stationary(rng, WALK_SIGMA["churn"], n),
@@ -166,6 +196,23 @@ def advance(state: LatentState, joined: np.ndarray, rng: np.random.Generator) ->
     for trait, sigma in WALK_SIGMA.items():
         attr = f"x_{trait}"
         setattr(state, attr, PHI * getattr(state, attr) + rng.normal(0.0, sigma, n))
+    # A campaign's effect runs down; it draws nothing, so the walks' random sequence is unchanged.
+    if state.campaign_days_left.any():
+        state.campaign_days_left = np.maximum(state.campaign_days_left - 1, 0).astype(np.int32)
+        state.campaign_boost = np.where(state.campaign_days_left > 0, state.campaign_boost, 0.0)
+    if state.campaign_sent.any():
+        state.campaign_sent = np.zeros(n, bool)
+
+
+class Campaigns(Protocol):
+    """What the replay asks of a campaign design (`campaigns.CampaignSpec`; that module builds on this one).
+
+    `send` is called at 00:00 of every simulated day: on a campaign day it picks who is sent, sets their
+    `campaign_*` state and draws from `rng` (its own stream), on other days it does nothing.
+    """
+
+    def send(self, spec: DemoSpec, day: int, state: LatentState, join_day: np.ndarray,
+             rng: np.random.Generator) -> None: ...
 
 
 def _diurnal_seconds(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -287,36 +334,66 @@ def _rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
     return np.random.default_rng([seed, 1]), np.random.default_rng([seed, 2])
 
 
-def iter_latent_states(spec: DemoSpec) -> Iterator[tuple[int, LatentState, np.ndarray]]:
+def _assignment_rng(seed: int) -> np.random.Generator:
+    """Campaign assignment's own stream: sending or not never shifts the latent or event draws."""
+    return np.random.default_rng([seed, 4])
+
+
+def iter_latent_states(spec: DemoSpec, campaigns: Campaigns | None = None
+                       ) -> Iterator[tuple[int, LatentState, np.ndarray]]:
     """(day index, state at that day's 00:00, join day per user) for day 0 .. spec.days (the end date).
 
-    The state is advanced in place after each step: copy (or `take`) it to keep a snapshot.
+    With `campaigns`, the state at a campaign day already holds that day's sends (`campaign_sent`) and
+    every day holds the boosts still in effect. The state is advanced in place after each step: copy (or
+    `take`) it to keep a snapshot.
     """
     latent_rng, _ = _rngs(spec.seed)
+    assignment_rng = _assignment_rng(spec.seed)
     state, join_day = initial_state(spec, latent_rng)
     for day in range(spec.days + 1):
+        if campaigns is not None:
+            campaigns.send(spec, day, state, join_day, assignment_rng)
         yield day, state, join_day
         advance(state, join_day <= day, latent_rng)
 
 
+def _with_sends(day: DayEvents, sent: np.ndarray) -> DayEvents:
+    """The day's events plus a Campaign Sent at exactly 00:00:00 for each user sent today (no value)."""
+    who = np.flatnonzero(sent)
+    return DayEvents(
+        user=np.concatenate([day.user, who]), code=np.concatenate([day.code, np.full(who.size, _CODE[CAMPAIGN_SENT],
+                                                                                   np.int8)]),
+        second=np.concatenate([day.second, np.zeros(who.size, np.int64)]),
+        value=np.concatenate([day.value, np.full(who.size, np.nan)]),
+    )
+
+
 def generate_event_batches(users: int = 20_000, days: int = 120, end_date: date = date(2026, 6, 1),
-                           seed: int = 7) -> Iterator[pa.RecordBatch]:
-    """One Arrow batch per day, in the event contract, sorted by time. Memory stays at about one day."""
+                           seed: int = 7, campaigns: Campaigns | None = None) -> Iterator[pa.RecordBatch]:
+    """One Arrow batch per day, in the event contract, sorted by time. Memory stays at about one day.
+
+    `campaigns` (a `campaigns.CampaignSpec`) adds randomized sends and their effect; without it the
+    output is the same as it always was.
+    """
     spec = DemoSpec(users, days, end_date, seed)
     _, event_rng = _rngs(seed)
     ids, names = user_ids(users), pa.array(EVENT_NAMES, pa.string())
-    for day, state, join_day in iter_latent_states(spec):
+    for day, state, join_day in iter_latent_states(spec, campaigns):
         if day == spec.days:
             break
         day_date = spec.start_date + timedelta(days=day)
         active = np.flatnonzero((join_day <= day) & state.alive)
-        yield _to_batch(simulate_day(state, active, day_date.weekday(), event_rng), day_date, ids, names)
+        events = simulate_day(state, active, day_date.weekday(), event_rng)
+        if state.campaign_sent.any():
+            events = _with_sends(events, state.campaign_sent)
+        yield _to_batch(events, day_date, ids, names)
 
 
 def generate_events(users: int = 20_000, days: int = 120, end_date: date = date(2026, 6, 1),
-                    seed: int = 7) -> pa.Table:
+                    seed: int = 7, campaigns: Campaigns | None = None) -> pa.Table:
     """The whole demo history as one Arrow table (use `generate_event_batches` for very large sizes)."""
-    return pa.Table.from_batches(list(generate_event_batches(users, days, end_date, seed)), EVENTS_ARROW_SCHEMA)
+    return pa.Table.from_batches(list(generate_event_batches(users, days, end_date, seed, campaigns)),
+                                 EVENTS_ARROW_SCHEMA)
 
 
 # ---------------------------------------------------------------- ground truth
@@ -327,14 +404,33 @@ def default_snapshot_dates(end_date: date, count: int = 45) -> list[date]:
     return [end_date - timedelta(days=k) for k in range(count - 1, -1, -1)]
 
 
-def _future_probabilities(state: LatentState, first_weekday: int, replicas: int,
-                          rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """True probability of each demo target for each (alive) user, re-simulating 14 days `replicas` times."""
+def expected_sessions(state: LatentState, weekday: int) -> np.ndarray:
+    """Expected sessions of each row that day (zero once churned)."""
+    return state.sessions_per_day() * WEEKDAY_FACTOR[weekday] * state.alive
+
+
+def purchase_hazard(state: LatentState, sessions: np.ndarray) -> np.ndarray:
+    """Expected number of sessions with a purchase that day, given the latent state: P(none) = exp(−hazard).
+
+    Sessions ~ Poisson(λ), carts per session ~ Poisson(m), each converting with probability c, so a
+    session has a purchase with probability 1 − e^{−mc} and those sessions are Poisson(λ(1 − e^{−mc})).
+    """
+    return sessions * (1.0 - np.exp(-state.carts_per_session() * state.conversion()))
+
+
+def _future_probabilities(state: LatentState, first_weekday: int, replicas: int, rng: np.random.Generator,
+                          before_day: Callable[[int, LatentState], None] | None = None) -> dict[str, np.ndarray]:
+    """True probability of each demo target for each (alive) user, re-simulating 14 days `replicas` times.
+
+    `before_day(k, sim)` runs at 00:00 of each future day k ≥ 1 (campaign sends yet to come).
+    """
     n = state.alive.size
     sim = state.take(np.repeat(np.arange(n), replicas))
     future = _Future(sim.alive.size)
     everyone = np.ones(future.rows, dtype=bool)
     for k in range(14):
+        if before_day is not None and k > 0:
+            before_day(k, sim)
         future.add_day(sim, k, (first_weekday + k) % 7, rng)
         advance(sim, everyone, rng)
 
@@ -367,10 +463,10 @@ class _Future:
         self.buys: list[tuple[np.ndarray, np.ndarray]] = []  # (row, time) per day
 
     def add_day(self, sim: LatentState, k: int, weekday: int, rng: np.random.Generator) -> None:
-        sessions_rate = sim.sessions_per_day() * WEEKDAY_FACTOR[weekday] * sim.alive
+        sessions_rate = expected_sessions(sim, weekday)
         click_rate = sim.clicks_per_day() * sim.alive
         if k < 7:
-            self.no_purchase_7 += sessions_rate * (1.0 - np.exp(-sim.carts_per_session() * sim.conversion()))
+            self.no_purchase_7 += purchase_hazard(sim, sessions_rate)
             self.no_click_7 += click_rate
         self.no_activity_14 += sessions_rate + click_rate
         if k > 7:
@@ -419,11 +515,23 @@ GROUND_TRUTH_SCHEMA = pa.schema([
 ])
 
 
+def _future_sends(campaigns: Campaigns, spec: DemoSpec, day: int,
+                  rng: np.random.Generator) -> Callable[[int, LatentState], None]:
+    """Sends on the campaign days ahead of snapshot `day`, drawn per simulated row from the Monte Carlo's stream."""
+    def send(k: int, sim: LatentState) -> None:
+        # Every simulated row has joined (join day 0): the send decides eligibility from `alive`.
+        campaigns.send(spec, day + k, sim, np.zeros(sim.alive.size, np.int32), rng)
+    return send
+
+
 def iter_ground_truth(users: int = 20_000, days: int = 120, end_date: date = date(2026, 6, 1), seed: int = 7,
-                      snapshot_dates: Sequence[date] | None = None, replicas: int = 64) -> Iterator[pa.RecordBatch]:
+                      snapshot_dates: Sequence[date] | None = None, replicas: int = 64,
+                      campaigns: Campaigns | None = None) -> Iterator[pa.RecordBatch]:
     """One batch per snapshot date: every user who joined before it, with each demo target's probability.
 
     Users who churned before the snapshot are certain: no purchase, cart, value or click, and churned.
+    With `campaigns` the truth is that of the treated history: the snapshot's own sends and the boosts in
+    effect are replayed, and the history's campaign days inside the 14 days ahead send at random as they would.
     """
     spec = DemoSpec(users, days, end_date, seed)
     wanted = {spec.day_index(d): d for d in (snapshot_dates or default_snapshot_dates(end_date))}
@@ -431,14 +539,15 @@ def iter_ground_truth(users: int = 20_000, days: int = 120, end_date: date = dat
     if bad:
         raise ValueError(f"snapshot dates {bad} are outside the history ({spec.start_date} .. {end_date})")
     ids = user_ids(users)
-    for day, state, join_day in iter_latent_states(spec):
+    for day, state, join_day in iter_latent_states(spec, campaigns):
         if day not in wanted:
             continue
         snapshot = wanted[day]
         members = np.flatnonzero(join_day < day)
         alive = members[state.alive[members]]
         rng = np.random.default_rng([seed, 3, day])
-        probabilities = _future_probabilities(state.take(alive), snapshot.weekday(), replicas, rng)
+        before_day = None if campaigns is None else _future_sends(campaigns, spec, day, rng)
+        probabilities = _future_probabilities(state.take(alive), snapshot.weekday(), replicas, rng, before_day)
         certain = {"likely_to_purchase": 0.0, "churn_risk": 1.0, "cart_abandonment": 0.0, "high_value": 0.0,
                    "engagement_booster": 0.0}
         for segment in DEMO_SEGMENTS:
@@ -454,9 +563,10 @@ def iter_ground_truth(users: int = 20_000, days: int = 120, end_date: date = dat
 
 
 def ground_truth(users: int = 20_000, days: int = 120, end_date: date = date(2026, 6, 1), seed: int = 7,
-                 snapshot_dates: Sequence[date] | None = None, replicas: int = 64) -> pa.Table:
+                 snapshot_dates: Sequence[date] | None = None, replicas: int = 64,
+                 campaigns: Campaigns | None = None) -> pa.Table:
     """The generator's true probability that each user meets each demo segment's target (see iter_ground_truth)."""
-    batches = list(iter_ground_truth(users, days, end_date, seed, snapshot_dates, replicas))
+    batches = list(iter_ground_truth(users, days, end_date, seed, snapshot_dates, replicas, campaigns))
     return pa.Table.from_batches(batches, GROUND_TRUTH_SCHEMA)
 
 
