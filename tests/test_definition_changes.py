@@ -11,7 +11,7 @@ import pytest
 
 from segments_lib.config import AppConfig
 from segments_lib.job.runner import retrain_decision, run_job
-from segments_lib.language.definitions import AnyOf, Occurs, SegmentDefinition, TrainingSettings
+from segments_lib.language.definitions import AnyOf, Occurs, SegmentDefinition, TrainingSettings, Treatment
 from segments_lib.language.fingerprint import PARTS, changed_parts, fingerprint
 from segments_lib.locations import Location
 from segments_lib.store import tables, tracking
@@ -43,6 +43,8 @@ def test_each_part_of_the_definition_has_its_own_hash_and_cosmetic_changes_keep_
     assert changed(prediction_window=timedelta(days=14)) == ["windows"]
     assert changed(past_window=timedelta(days=56)) == ["windows", "features"]  # P1 is also a feature window
     assert changed(training=TrainingSettings(snapshots=6)) == ["training"]
+    # An uplift segment asks who reaches the target because of its treatment: another question.
+    assert changed(kind="uplift", treatment=Treatment(("Campaign Sent",))) == ["target"]
     assert changed_parts(None, before) == []  # a model from before fingerprints: nothing to compare
 
 

@@ -13,7 +13,16 @@ import pytest
 import yaml
 
 from segments_lib.config import PROJECT_ROOT, load_config
-from segments_lib.language.definitions import Absent, AllOf, AnyOf, DurationPair, Occurs, Sequence, ValueSum
+from segments_lib.language.definitions import (
+    Absent,
+    AllOf,
+    AnyOf,
+    DurationPair,
+    Occurs,
+    Sequence,
+    Treatment,
+    ValueSum,
+)
 from segments_lib.language.segment_config import ACCEPTED_KEYS, SegmentConfigError, load_segments, parse_segments
 
 LEVELS = {"high": 0.8, "medium": 0.6, "low": 0.4}
@@ -201,7 +210,36 @@ def test_precision_level_names_or_fraction(level: Any, message: str) -> None:
 def test_kind_must_be_known() -> None:
     fails(with_change(1, "kind", "churning"),
           "segments.yaml: segments[1] 'churn_risk': kind: 'churning' is not a kind (did you mean 'churn'?); use one "
-          "of conversion, churn, abandonment, high_value, engagement, custom")
+          "of conversion, churn, abandonment, high_value, engagement, uplift, custom")
+
+
+def test_an_uplift_segment_names_its_treatment() -> None:
+    data = with_change(4, "kind", "uplift")
+    data["segments"][4]["target"] = {"occurs": {"events": ["Purchase Completed"]}}
+    data["segments"][4]["treatment"] = {"events": "Campaign Sent"}
+    (booster,) = [s for s in parse(data, known_events=(*DEMO_EVENTS, "Campaign Sent")) if s.kind == "uplift"]
+    assert booster.treatment == Treatment(("Campaign Sent",), timedelta(days=1))  # the window defaults to 1d
+    data["segments"][4]["treatment"] = {"events": ["Campaign Sent", "Push Sent"], "window": "2d"}
+    (booster,) = [s for s in parse(data) if s.kind == "uplift"]
+    assert booster.treatment == Treatment(("Campaign Sent", "Push Sent"), timedelta(days=2))
+
+
+def test_the_treatment_is_required_for_uplift_checked_against_the_data_and_refused_elsewhere() -> None:
+    where = "segments.yaml: segments[4] 'engagement_booster'"
+    fails(with_change(4, "kind", "uplift"),
+          f"{where}: treatment: is required for kind: uplift, e.g. {{events: [Campaign Sent], window: 1d}}")
+    fails(with_change(4, "treatment", {"events": ["Campaign Sent"]}),
+          f"{where}: treatment: only an uplift segment has a treatment; this segment's kind is 'engagement'")
+    data = with_change(4, "kind", "uplift")
+    data["segments"][4]["treatment"] = {"events": ["Campaign Sent"], "window": "8d"}
+    fails(data, f"{where}: treatment.window: 8d is longer than prediction_window 7d: the exposure must open the "
+                "window its outcome is judged in")
+    data["segments"][4]["treatment"] = {"events": ["Campain Sent"]}
+    fails(data, f"{where}: treatment.events: event 'Campain Sent' never occurs in the events table; closest "
+                "existing names: 'Campaign Sent'", known_events=(*DEMO_EVENTS, "Campaign Sent"))
+    data["segments"][4]["treatment"] = {"event": ["Campaign Sent"]}
+    with pytest.raises(SegmentConfigError, match=re.escape(f"{where}: treatment.event: ")):
+        parse(data)
 
 
 def test_duplicate_names_are_rejected() -> None:

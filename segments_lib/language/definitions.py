@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from typing import Any, Union
 
-KINDS = ("conversion", "churn", "abandonment", "high_value", "engagement", "custom")
+KINDS = ("conversion", "churn", "abandonment", "high_value", "engagement", "uplift", "custom")
 # The named precision levels that have their own columns in the output tables (`member_<level>` in
 # segment_membership, `members_<level>` / `threshold_<level>` in segment_runs). Other configured levels,
 # and a segment's numeric level (e.g. 0.65 → 'p65'), only have the segment's own columns.
@@ -187,6 +187,17 @@ class DurationPair:
     within: timedelta = timedelta(hours=24)
 
 
+@dataclass(frozen=True)
+class Treatment:
+    """An uplift segment's exposure: one of `events` in [T, T + window) makes the user treated at T.
+
+    The exposure must be randomized (a known share of users sent at random, the rest held back), so
+    treated and untreated users at a snapshot differ only by the exposure (docs/concepts.md, "Uplift").
+    """
+    events: tuple[str, ...]
+    window: timedelta = timedelta(days=1)
+
+
 # The default look-back of the whole-history features: a year covers a yearly purchase cycle, and keeps a
 # night's read bounded once the events hold more than a year (docs/configuration.md, `feature_history`).
 DEFAULT_FEATURE_HISTORY = timedelta(days=365)
@@ -210,6 +221,7 @@ class SegmentDefinition:
     # How far before T tenure, recency and the customer-base features look (events in [T − h, T)); at
     # least P1. Bounded so that a night reads a window of the events, not their whole history (issue 20).
     feature_history: timedelta = DEFAULT_FEATURE_HISTORY
+    treatment: Treatment | None = None  # kind: uplift only
 
     @property
     def history(self) -> timedelta:

@@ -20,6 +20,7 @@ from segments_lib.language.definitions import SegmentDefinition, format_duration
 from segments_lib.language.eligibility import eligible_population, snapshot_frame
 from segments_lib.language.snapshots import as_utc, earliest_history_needed, snapshot_calendar
 from segments_lib.language.targets import build_labels
+from segments_lib.language.uplift_check import UpliftCheck, check_uplift, describe, uplift_problems
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class CheckResult:
     oldest_training_snapshot: datetime
     history_needed_from: datetime  # oldest training snapshot − P1
     problems: tuple[str, ...]
+    uplift: UpliftCheck | None = None  # kind: uplift: the arms and their balance at `snapshot`
 
     @property
     def negatives(self) -> int:
@@ -96,22 +98,22 @@ def check_segment(
     history = history or events_history(events)
     training = segment.training
     calendar = snapshot_calendar(run_date, segment.horizon, training.snapshots, training.stride)
-    eligible, positives = _eligible_and_positives(events, segment, calendar.calibration)
+    population = eligible_population(events, snapshot_frame(events.sparkSession, [calendar.calibration]),
+                                     segment.eligible)
+    labels = build_labels(events, population, segment.target, segment.prediction_window).persist()
+    counts = labels.agg(F.count(F.lit(1)).alias("eligible"), F.sum("label").alias("positives")).first()
+    eligible, positives = int(counts["eligible"]), int(counts["positives"] or 0)
+    arms = check_uplift(events, population, labels, segment, calendar.calibration) if segment.treatment else None
+    labels.unpersist()
     counted = CheckResult(
         segment=segment.name, run_date=run_date, snapshot=calendar.calibration, horizon=segment.horizon,
         eligible=eligible, positives=positives,
         min_positives=training.min_positives, min_negatives=training.min_negatives,
         history_start=history.first, history_end=history.last, oldest_training_snapshot=calendar.oldest,
-        history_needed_from=earliest_history_needed(calendar, segment.past_window), problems=(),
+        history_needed_from=earliest_history_needed(calendar, segment.past_window), problems=(), uplift=arms,
     )
-    return replace(counted, problems=(*_count_problems(counted), *_history_problems(counted, segment)))
-
-
-def _eligible_and_positives(events: DataFrame, segment: SegmentDefinition, snapshot: datetime) -> tuple[int, int]:
-    population = eligible_population(events, snapshot_frame(events.sparkSession, [snapshot]), segment.eligible)
-    labels = build_labels(events, population, segment.target, segment.prediction_window)
-    counts = labels.agg(F.count(F.lit(1)).alias("eligible"), F.sum("label").alias("positives")).first()
-    return int(counts["eligible"]), int(counts["positives"] or 0)
+    uplift = uplift_problems(arms, segment, calendar.calibration) if arms else []
+    return replace(counted, problems=(*_count_problems(counted), *_history_problems(counted, segment), *uplift))
 
 
 def _count_problems(result: CheckResult) -> list[str]:
@@ -175,6 +177,9 @@ def format_report(results: Sequence[CheckResult]) -> str:
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     problems = [f"  {r.segment}: {p}" for r in results for p in r.problems]
+    uplift = [describe(r.uplift, r.segment) for r in results if r.uplift is not None]
+    if uplift:
+        lines += ["", "uplift segments (treated = a treatment event in the first window of P3 after T):", *uplift]
     if results:
         lines.append("")
         lines.append(f"run date {results[0].run_date}; snapshot T = run date − label horizon (the newest "

@@ -41,7 +41,9 @@ def canonical(value: Any) -> Any:
 def definition_parts(segment: SegmentDefinition) -> dict[str, Any]:
     training = {k: v for k, v in canonical(segment.training).items() if k not in _WHEN_NOT_WHAT}
     return {
-        "target": canonical(segment.target),
+        # An uplift segment's exposure is part of its question: who responds to *this* treatment.
+        "target": canonical(segment.target) if segment.treatment is None else {
+            "outcome": canonical(segment.target), "treatment": canonical(segment.treatment)},
         "windows": {"past_window": canonical(segment.past_window),
                     "prediction_window": canonical(segment.prediction_window)},
         "eligibility": canonical(segment.eligible),

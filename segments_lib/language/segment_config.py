@@ -31,6 +31,7 @@ from segments_lib.language.definitions import (
     Sequence,
     Target,
     TrainingSettings,
+    Treatment,
     ValueSum,
     format_duration,
     parse_duration,
@@ -46,8 +47,9 @@ ACCEPTED_KEYS: Mapping[str, tuple[str, ...]] = {
     "segment": (
         "name", "kind", "description", "target", "past_window", "prediction_window", "precision_level",
         "feature_windows", "feature_events", "top_events", "duration_pairs", "eligible", "training",
-        "feature_history",
+        "feature_history", "treatment",
     ),
+    "treatment": ("events", "window"),
     "target": TARGET_TERMS,
     "occurs": ("events", "min_count", "value_at_least", "value_at_most"),
     "absent": ("events",),
@@ -244,6 +246,23 @@ def _duration_pairs(node: _Node) -> tuple[DurationPair, ...]:
     return tuple(pairs)
 
 
+def _treatment(node: _Node, kind: str, prediction_window: timedelta) -> Treatment | None:
+    """The exposure of an uplift segment: required for `kind: uplift`, refused for every other kind."""
+    if node.value is None:
+        if kind == "uplift":
+            raise node.fail("is required for kind: uplift, e.g. {events: [Campaign Sent], window: 1d}")
+        return None
+    if kind != "uplift":
+        raise node.fail(f"only an uplift segment has a treatment; this segment's kind is '{kind}'")
+    node.mapping("treatment")
+    window = _optional(node, "window", _duration) or timedelta(days=1)
+    if window > prediction_window:
+        raise node.child("window").fail(f"{format_duration(window)} is longer than prediction_window "
+                                        f"{format_duration(prediction_window)}: the exposure must open the window "
+                                        "its outcome is judged in")
+    return Treatment(events=_event_list(node.required("events")), window=window)
+
+
 def _eligible(node: _Node) -> Eligibility:
     if node.value is None:
         return Eligibility()
@@ -348,6 +367,7 @@ def _segment(node: _Node, levels: Mapping[str, float]) -> SegmentDefinition:
     if kind not in KINDS:
         raise node.child("kind").fail(f"'{kind}' is not a kind{suggest(kind, KINDS)}; use one of {', '.join(KINDS)}")
     past_window = _duration(node.required("past_window"))
+    prediction_window = _duration(node.required("prediction_window"))
     feature_windows = _optional(node, "feature_windows", _feature_windows) or ()
     for i, window in enumerate(feature_windows):
         if window > past_window:
@@ -358,7 +378,7 @@ def _segment(node: _Node, levels: Mapping[str, float]) -> SegmentDefinition:
         kind=kind,
         target=_target(node.required("target")),
         past_window=past_window,
-        prediction_window=_duration(node.required("prediction_window")),
+        prediction_window=prediction_window,
         precision_level=_precision_level(node.child("precision_level"), levels),
         feature_windows=feature_windows,
         feature_events=_event_list(node.child("feature_events")) if node.has("feature_events") else None,
@@ -368,6 +388,7 @@ def _segment(node: _Node, levels: Mapping[str, float]) -> SegmentDefinition:
         training=_training(node.child("training")),
         description=_text(node.child("description")) if node.has("description") else "",
         feature_history=_feature_history(node, past_window),
+        treatment=_treatment(node.child("treatment"), kind, prediction_window),
     )
 
 
