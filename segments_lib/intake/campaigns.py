@@ -1,7 +1,7 @@
 """Randomized campaigns in the demo generator: exposures with a heterogeneous true effect, and the true uplift.
 
-A campaign day comes every `every_days` days, counted back from the end date. On it each eligible user
-(joined, not churned) is sent a campaign independently with the known probability `share`, drawn from a
+A campaign day comes every `every_days` days, counted back from the end date. On it each user who has
+joined (churned or not: a sender cannot tell a churned user from a quiet one) is sent a campaign independently with the known probability `share`, drawn from a
 random stream of its own. The send is an event, `Campaign Sent`, at exactly 00:00:00 UTC, so a snapshot at
 that midnight does not see it as a feature (features use event_time < T): "treated at T" means a send in
 [T, T + 1 day). From the send day on, for `effect_days` days, the user's carts per session are multiplied
@@ -100,7 +100,10 @@ class CampaignSpec:
             return
         # One uniform for every user, eligible or not, so the stream's position never depends on who is.
         u = rng.random(state.alive.size)
-        sent = (join_day <= day) & state.alive & (u < self.share)
+        # Churned users are sent too: the sender cannot tell them from quiet ones. Sending only to the
+        # living would make "was sent" reveal a latent state, and treated and control users at a snapshot
+        # would differ before the send (the control arm holding every churned user).
+        sent = (join_day <= day) & (u < self.share)
         # New arrays rather than writes in place: a snapshot sharing the old ones keeps its own values.
         state.campaign_boost = np.where(sent, log_effect(state), state.campaign_boost)
         state.campaign_days_left = np.where(sent, self.effect_days, state.campaign_days_left).astype(np.int32)
