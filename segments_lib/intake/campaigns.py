@@ -1,12 +1,13 @@
 """Randomized campaigns in the demo generator: exposures with a heterogeneous true effect, and the true uplift.
 
 A campaign day comes every `every_days` days, counted back from the end date. On it each user who has
-joined (churned or not: a sender cannot tell a churned user from a quiet one) is sent a campaign independently with the known probability `share`, drawn from a
-random stream of its own. The send is an event, `Campaign Sent`, at exactly 00:00:00 UTC, so a snapshot at
-that midnight does not see it as a feature (features use event_time < T): "treated at T" means a send in
-[T, T + 1 day). From the send day on, for `effect_days` days, the user's carts per session are multiplied
-by exp(τ), τ being the user's own true log-effect (`log_effect`). Nothing else changes: the latent walks,
-churn and the event draws of every other user are those of the history without campaigns.
+joined (churned or not: a sender cannot tell a churned user from a quiet one) is sent a campaign
+independently with the known probability `share`, drawn from a random stream of its own. The send is an
+event, `Campaign Sent`, at exactly 00:00:00 UTC, so a snapshot at that midnight does not see it as a
+feature (features use event_time < T): "treated at T" means a send in [T, T + 1 day). From the send day
+on, for `effect_days` days, the user's carts per session are multiplied by exp(τ), τ being the user's own
+true log-effect (`log_effect`). Nothing else changes: the latent walks, churn and the event draws of every
+other user are those of the history without campaigns.
 
 `ground_truth_uplift` gives, at a campaign day T, each user's probability of a purchase within the
 horizon if sent at T and if not, from the same Monte Carlo as the demo's other ground truth.
