@@ -20,6 +20,7 @@ OPEN, BUY, SENT = "Open App", "Purchase Completed", "Campaign Sent"
 T = datetime(2026, 2, 28)
 BALANCED = [
     ("old", OPEN, datetime(2026, 2, 20)),  # the history reaches back far enough; not active at T, so not eligible
+    ("ghost", SENT, datetime(2026, 2, 27)), ("ghost", SENT, T),  # only ever sent to: no activity, not eligible
     ("t1", OPEN, datetime(2026, 2, 27, 12)), ("t1", SENT, T), ("t1", BUY, datetime(2026, 2, 28, 10)),  # treated, +
     ("t2", OPEN, datetime(2026, 2, 27, 9)), ("t2", SENT, T),                                           # treated, -
     ("c1", OPEN, datetime(2026, 2, 27, 12)), ("c1", BUY, datetime(2026, 2, 28, 11)),                   # control, +
@@ -56,6 +57,7 @@ def test_a_randomized_exposure_with_both_arms_passes_and_is_reported(spark) -> N
     events = frame(spark, BALANCED)
     result = check_segment(events, uplift_segment(), D, events_history(events))
     arms = result.uplift
+    assert result.eligible == 4  # t1, t2, c1, c2: a send is not activity, so "ghost" is not eligible
     assert (arms.treated.users, arms.treated.positives, arms.control.users, arms.control.positives) == (2, 1, 2, 1)
     assert arms.treated_share == 0.5
     # Both arms: one event each in the past window, one active day, last event 12 h / 15 h before T,

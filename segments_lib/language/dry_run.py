@@ -20,6 +20,7 @@ from segments_lib.language.definitions import SegmentDefinition, format_duration
 from segments_lib.language.eligibility import eligible_population, snapshot_frame
 from segments_lib.language.snapshots import as_utc, earliest_history_needed, snapshot_calendar
 from segments_lib.language.targets import build_labels
+from segments_lib.language.treatment import behaviour_events
 from segments_lib.language.uplift_check import UpliftCheck, check_uplift, describe, uplift_problems
 
 
@@ -98,7 +99,8 @@ def check_segment(
     history = history or events_history(events)
     training = segment.training
     calendar = snapshot_calendar(run_date, segment.horizon, training.snapshots, training.stride)
-    population = eligible_population(events, snapshot_frame(events.sparkSession, [calendar.calibration]),
+    behaviour = behaviour_events(events, segment)
+    population = eligible_population(behaviour, snapshot_frame(events.sparkSession, [calendar.calibration]),
                                      segment.eligible)
     labels = build_labels(events, population, segment.target, segment.prediction_window).persist()
     counts = labels.agg(F.count(F.lit(1)).alias("eligible"), F.sum("label").alias("positives")).first()

@@ -13,7 +13,22 @@ from datetime import timedelta
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from segments_lib.language.definitions import SegmentDefinition
+
 KEYS = ["snapshot_time", "user_id"]
+
+
+def behaviour_events(events: DataFrame, segment: SegmentDefinition) -> DataFrame:
+    """The user's own actions: `events` without the segment's treatment events (all of them, for other kinds).
+
+    A send is something done *to* the user. Counted as activity it would make every user a campaign
+    reached "active" (churned ones included, since a sender cannot tell them apart), and as a feature it
+    would describe the sender's schedule rather than the user. Eligibility and features read this frame;
+    only the treated flag reads the sends.
+    """
+    if segment.treatment is None:
+        return events
+    return events.where(~F.col("event_name").isin(list(segment.treatment.events)))
 
 
 def treatment_flags(events: DataFrame, population: DataFrame, treatment_events: Sequence[str],

@@ -23,7 +23,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from segments_lib.language.definitions import SegmentDefinition, Treatment
-from segments_lib.language.treatment import treatment_flags
+from segments_lib.language.treatment import behaviour_events, treatment_flags
 
 BALANCE_LIMIT = 0.1
 BALANCE_FEATURES = ("events_in_past_window", "active_days_in_past_window", "days_since_last_event", "tenure_days")
@@ -85,7 +85,8 @@ def check_uplift(events: DataFrame, population: DataFrame, labels: DataFrame, se
         raise ValueError(f"segment '{segment.name}' has no treatment: only kind: uplift segments are checked here")
     keys = ["snapshot_time", "user_id"]
     flags = treatment_flags(events, population, segment.treatment.events, segment.treatment.window)
-    rows = (labels.join(flags, on=keys).join(pre_treatment_behaviour(events, population, segment), on=keys, how="left")
+    before = pre_treatment_behaviour(behaviour_events(events, segment), population, segment)
+    rows = (labels.join(flags, on=keys).join(before, on=keys, how="left")
             .persist())
     arms = {r["treated"]: r for r in rows.groupBy("treated").agg(
         F.count(F.lit(1)).alias("users"), F.sum("label").alias("positives"),
