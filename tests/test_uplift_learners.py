@@ -56,7 +56,7 @@ def test_each_learner_recovers_the_effect_where_it_is_and_none_where_it_is_not(s
 def test_the_search_judges_both_learners_on_the_newest_snapshot_and_keeps_the_better(spark) -> None:
     fitted = fit_uplift(_randomized_rows(spark), ["f"], SMALL, 3)
     assert set(fitted.validation_qini) == {T_LEARNER, CLASS_TRANSFORMATION}
-    assert fitted.validation_snapshot == T
+    assert fitted.validation_snapshots == (T,)  # two snapshots: the older one fits, the newest judges
     best = max(fitted.validation_qini.values())
     assert fitted.validation_qini[fitted.model.learner] == best
     # The right ranking puts the f = 1 users (tied) first. On the 800 newest rows, 400 of them treated:
