@@ -67,6 +67,32 @@ def feature_importance_png(importances: Sequence[tuple[str, float]], path: Path,
     return _save(fig, path)
 
 
+def qini_png(curve: pd.DataFrame, treated_users: float, qini: float, path: Path) -> Path:
+    """`curve` from uplift_metrics.qini_curve: the model's Qini curve against random targeting."""
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.subplots()
+    x, q = curve["fraction"].to_numpy(), curve["qini"].to_numpy() / max(treated_users, 1.0)
+    ax.plot(x, q, label=f"model (Qini coefficient {qini:.4f})")
+    ax.plot([0, 1], [0, q[-1]], linestyle="--", color="grey", label="random targeting")
+    ax.set(xlabel="share of users targeted, by predicted uplift",
+           ylabel="incremental conversions per treated user", title="Qini curve (holdout)")
+    ax.legend(loc="lower right")
+    return _save(fig, path)
+
+
+def uplift_deciles_png(deciles: pd.DataFrame, path: Path) -> Path:
+    """`deciles` from uplift_metrics.uplift_by_decile: realised uplift per predicted-uplift decile, 95 % CI."""
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    uplift = deciles["uplift"].to_numpy()
+    error = np.vstack([uplift - deciles["uplift_low"].to_numpy(), deciles["uplift_high"].to_numpy() - uplift])
+    ax.bar(deciles["decile"], uplift, yerr=error, capsize=3)
+    ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.set(xlabel="decile of predicted uplift (1 = highest)", ylabel="treated rate − control rate",
+           title="Realised uplift by decile (holdout, 95 % CI)", xticks=list(deciles["decile"]))
+    return _save(fig, path)
+
+
 def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=100)  # a bare Figure renders with the Agg canvas: no display needed

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "segments_lib"
-# Modules allowed to import MLflow or Delta: the store layer, and the two places that log or load a model.
-MLFLOW_MODULES = {"store.tracking", "model.training", "job.inference"}
+# Modules allowed to import MLflow or Delta: the store layer, and the places that log or load a model.
+MLFLOW_MODULES = {"store.tracking", "model.training", "model.uplift_training", "job.inference"}
 DELTA_MODULES = {"store.tables", "store.session"}
 
 

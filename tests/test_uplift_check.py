@@ -90,18 +90,3 @@ def test_no_exposure_and_an_arm_below_the_minimums_are_problems(spark) -> None:
     assert nobody.problems == ("no eligible user has 'Push Sent' in the first 1d of the prediction window at "
                                "2026-02-28: an uplift segment learns from snapshots where a randomized exposure "
                                "happened",)
-
-
-def test_the_nightly_job_skips_an_uplift_segment_with_the_reason_instead_of_training_a_propensity_model() -> None:
-    from segments_lib.job.runner import uplift_not_nightly
-    from segments_lib.job.stages import PreparedEvents
-
-    prepared = PreparedEvents(events=None, version=3, counts={}, first_time=T, last_time=T, event_counts={})
-    result = uplift_not_nightly(uplift_segment(), prepared, D)
-    assert (result.status, result.segment, result.events_version) == ("skipped", "responders", 3)
-    assert result.reason.startswith("kind: uplift segments are checked by --check but not yet trained")
-    propensity = parse_segments(yaml.safe_load(textwrap.dedent("""
-        segments:
-          - {name: buyers, target: {occurs: {events: [Purchase Completed]}}, past_window: 2d, prediction_window: 1d}
-    """)), "segments.yaml", {"medium": 0.6})[0]
-    assert uplift_not_nightly(propensity, prepared, D) is None

@@ -293,20 +293,6 @@ def before_history(segment: SegmentDefinition, prepared: PreparedEvents, run_dat
     )
 
 
-def uplift_not_nightly(segment: SegmentDefinition, prepared: PreparedEvents, run_date: date) -> SegmentResult | None:
-    """A `skipped` result for an uplift segment: `--check` validates it and `benchmarks/uplift.py` measures its
-    learners, but the nightly job does not train or score uplift segments yet. Training it as a propensity
-    segment would answer another question (who buys, not who buys because of the treatment)."""
-    if segment.treatment is None:
-        return None
-    return SegmentResult(
-        segment=segment.name, run_date=run_date, status=STATUS_SKIPPED, precision_level=segment.level_name(),
-        events_version=prepared.version,
-        reason="kind: uplift segments are checked by --check but not yet trained by the nightly job (issue 22); "
-               "see docs/concepts.md, \"Uplift\"",
-    )
-
-
 def run_night(spark: SparkSession, cfg: AppConfig, segments: Sequence[SegmentDefinition], prepared: PreparedEvents,
               run_date: date, retrain: str) -> list[SegmentResult]:
     """Every segment of one night, `nightly.parallel_segments` at a time.
@@ -318,8 +304,8 @@ def run_night(spark: SparkSession, cfg: AppConfig, segments: Sequence[SegmentDef
     """
 
     def one(segment: SegmentDefinition) -> SegmentResult:
-        return (before_history(segment, prepared, run_date) or uplift_not_nightly(segment, prepared, run_date)
-                or run_segment(spark, cfg, segment, prepared, run_date, retrain))
+        skipped = before_history(segment, prepared, run_date)
+        return skipped or run_segment(spark, cfg, segment, prepared, run_date, retrain)
 
     workers = min(cfg.nightly.parallel_segments, len(segments))
     if workers <= 1:

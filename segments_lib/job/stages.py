@@ -40,18 +40,21 @@ from segments_lib.job.results import (
     snapshot_time,
 )
 from segments_lib.job.scoring import (
+    LevelThreshold,
     ScoringContext,
     level_thresholds,
     member_flag,
     membership_rows,
     membership_slice,
 )
-from segments_lib.language.definitions import NAMED_LEVELS, SegmentDefinition, segment_levels
+from segments_lib.language.definitions import NAMED_LEVELS, SegmentDefinition, segment_levels, uplift_shares
 from segments_lib.language.fingerprint import changed_parts, fingerprint
+from segments_lib.language.treatment import behaviour_events
 from segments_lib.language.windows import ReadWindow, backtest_window, scoring_window, training_window
 from segments_lib.model.reasons import REASON_COLUMNS, with_reasons
 from segments_lib.model.training import STATUS_REUSED, train_segment
 from segments_lib.model.training import STATUS_SKIPPED as TRAINING_SKIPPED
+from segments_lib.model.uplift_training import train_uplift_segment
 from segments_lib.progress import StageTimer
 from segments_lib.promise import calibration, checks
 from segments_lib.promise.calibration import expected_sizes
@@ -132,6 +135,11 @@ class Night:
         return None if found is None else found.thresholds
 
 
+def is_uplift(segment: SegmentDefinition) -> bool:
+    """An uplift segment ranks by predicted uplift: its levels are top shares and its ledger is realised uplift."""
+    return segment.treatment is not None
+
+
 # ---- decide ---------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -204,8 +212,9 @@ def train(night: Night, decision: Decision) -> Training:
     log.info("[%s %s] training: %s", night.segment.name, night.run_date, why)
     with night.timer.stage("train"):
         events = night.events_in(training_window(night.segment, night.run_date))
-        outcome = train_segment(night.spark, night.cfg, night.segment, events, night.run_date,
-                                night.prepared.version, force=night.retrain == "always")
+        trainer = train_uplift_segment if is_uplift(night.segment) else train_segment
+        outcome = trainer(night.spark, night.cfg, night.segment, events, night.run_date,
+                          night.prepared.version, force=night.retrain == "always")
     skipped = outcome.status == TRAINING_SKIPPED
     return Training(retrained=outcome.status != STATUS_REUSED, retrain_reason=why,
                     model_version=None if skipped else outcome.model_version,
@@ -258,7 +267,9 @@ def scoring_features(events: DataFrame, segment: SegmentDefinition, as_of: datet
 
 def featurize(night: Night, model: ChampionInfo) -> NightFeatures:
     with night.timer.stage("features"):
-        frame = scoring_features(night.events_in(scoring_window(night.segment, night.run_date)), night.segment,
+        # An uplift segment's features describe the user's own behaviour, without the sends (as in training).
+        events = behaviour_events(night.events_in(scoring_window(night.segment, night.run_date)), night.segment)
+        frame = scoring_features(events, night.segment,
                                  snapshot_time(night.run_date),
                                  model.feature_columns)
         return NightFeatures(frame.persist())
@@ -277,7 +288,7 @@ def score_night(night: Night, model: ChampionInfo, features: NightFeatures) -> S
     cfg, segment = night.cfg, night.segment
     ctx = ScoringContext(
         segment=segment.name, run_date=night.run_date, segment_level=segment.level_name(),
-        levels=level_thresholds(segment_levels(cfg.precision_levels, segment), model.thresholds),
+        levels=night_level_thresholds(night, model),
         model_name=model.model_name, model_version=int(model.version), mlflow_run_id=model.run_id,
         control_share=cfg.nightly.control_share, control_rotate_every=cfg.nightly.control_rotate_every,
         control_experiment=cfg.nightly.control_experiment,
@@ -288,9 +299,23 @@ def score_night(night: Night, model: ChampionInfo, features: NightFeatures) -> S
         # Materialised here, so tonight's features and scores are this stage's time and the reasons
         # stage's is the members' own; later stages read the same cached rows either way.
         scores.count()
+    if is_uplift(segment):  # reasons explain one GBT's score; an uplift score is a difference of models
+        return Scored(scores, membership_rows(scores, ctx))
     with night.timer.stage("reasons"):
         explained = member_reasons(night, model, pipeline, features, scores, ctx)
     return Scored(scores, membership_rows(explained, ctx))
+
+
+def night_level_thresholds(night: Night, model: ChampionInfo) -> tuple[LevelThreshold, ...]:
+    """Every level of the segment with the model's threshold for it.
+
+    An uplift level is a top share; `target_precision` orders the levels strictest first, so it is
+    1 − share there (the smallest share is the strictest tier).
+    """
+    if is_uplift(night.segment):
+        return tuple(LevelThreshold(level, 1.0 - share, model.thresholds.get(level))
+                     for level, share in uplift_shares(night.segment).items())
+    return level_thresholds(segment_levels(night.cfg.precision_levels, night.segment), model.thresholds)
 
 
 def member_reasons(night: Night, model: ChampionInfo, pipeline: PipelineModel, features: NightFeatures,
@@ -358,11 +383,13 @@ def write_night(night: Night, model: ChampionInfo, scored: Scored) -> Written:
             scored.membership, cfg, tables.SEGMENT_MEMBERSHIP, night.keys, partition_by=("segment", "run_date"),
             description="Predictive segment membership: one row per scored eligible user per night.",
         )
-    with night.timer.stage("write thresholds"):
-        curve = curve_tonight(night.threshold_curve(model), scored.scores)
-        tables.write_output(threshold_rows(spark, curve, name, night.run_date, int(model.version)), cfg,
-                            tables.SEGMENT_THRESHOLDS, night.keys, partition_by=("run_date",),
-                            description="Held-out precision/recall/size curve of the scoring model.")
+    curve = pd.DataFrame()
+    if not is_uplift(night.segment):  # an uplift model's curve is uplift per share: it is in its MLflow run
+        with night.timer.stage("write thresholds"):
+            curve = curve_tonight(night.threshold_curve(model), scored.scores)
+            tables.write_output(threshold_rows(spark, curve, name, night.run_date, int(model.version)), cfg,
+                                tables.SEGMENT_THRESHOLDS, night.keys, partition_by=("run_date",),
+                                description="Held-out precision/recall/size curve of the scoring model.")
     written = tables.read_output(spark, cfg, tables.SEGMENT_MEMBERSHIP)
     tonight = written.where(membership_slice(name, night.run_date))
     counts = count_members(tonight, [lv for lv in NAMED_LEVELS if lv in cfg.precision_levels])
@@ -396,7 +423,11 @@ def check_night(night: Night, model: ChampionInfo, features: NightFeatures, scor
             description="PSI of the score and the model's top features: holdout snapshot vs tonight.")
     with night.timer.stage("backtest"):
         events = night.events_in(backtest_window(night.segment, night.run_date))
-        flagged = checks.write_backtest(spark, cfg, events, night.segment, night.run_date, night.promises_of)
+        if is_uplift(night.segment):  # realised uplift per level; no precision promise to flag
+            checks.write_uplift_ledger(spark, cfg, events, night.segment, night.run_date, night.promises_of)
+            flagged = None
+        else:
+            flagged = checks.write_backtest(spark, cfg, events, night.segment, night.run_date, night.promises_of)
     return NightChecks(churn, drifted, flagged)
 
 
@@ -419,6 +450,9 @@ def night_status(night: Night, model: ChampionInfo, counts: MemberCounts) -> tup
         # Not an error (a campaign's population can empty out), but not "ok" either: BI shows no rows.
         return STATUS_NO_ELIGIBLE, (f"no user is in the eligible population at {night.run_date} "
                                     f"(eligible: {segment.eligible.describe()}); the membership slice is empty")
+    if model.thresholds.get(segment.level_name()) is None and is_uplift(segment):
+        return STATUS_UNREACHABLE, (f"the model has no threshold for level {segment.level_name()} (a new share "
+                                    "takes effect at the next training, --retrain always); membership is empty")
     if model.thresholds.get(segment.level_name()) is None:
         return STATUS_UNREACHABLE, (
             f"no threshold reaches precision {segment.promised_precision(cfg.precision_levels):.2f} with "
@@ -432,7 +466,7 @@ def segment_result(night: Night, training: Training, model: ChampionInfo, writte
     """The `segment_runs` row of a scored night, from the stages' outputs."""
     status, reason = night_status(night, model, written.counts)
     counts, churn, drifted = written.counts, checked.churn, checked.drift
-    levels = night_levels(night, model, counts)
+    levels = () if is_uplift(night.segment) else night_levels(night, model, counts)
     hint = reachable_hint(levels, *strictest_tonight(night, model, written)) if status == STATUS_UNREACHABLE else ""
     return SegmentResult(
         segment=night.segment.name, run_date=night.run_date, status=status, reason=reason,
@@ -491,7 +525,7 @@ def with_segment_level(night: Night, model: ChampionInfo) -> ChampionInfo:
     existed, or a night without the tracking store, leaves the level unreachable until the next training.
     """
     level = night.segment.level_name()
-    if level in model.thresholds or night.store_down is not None:
+    if level in model.thresholds or night.store_down is not None or is_uplift(night.segment):
         return model
     cfg, name = night.cfg, night.segment.name
     try:

@@ -247,7 +247,21 @@ class SegmentDefinition:
     def level_name(self) -> str:
         if isinstance(self.precision_level, str):
             return self.precision_level
-        return f"p{round(float(self.precision_level) * 100):02d}"
+        # An uplift segment's number is the share of users it targets, not a precision: top20, not p20.
+        prefix = "top" if self.treatment is not None else "p"
+        return f"{prefix}{round(float(self.precision_level) * 100):02d}"
+
+
+# An uplift segment's levels are top shares of the users ranked by predicted uplift: a precision promise
+# means nothing there (the members' outcome rate is not the campaign's effect). High is the smallest,
+# most responsive share, as a high precision level is the smallest, most accurate set.
+UPLIFT_SHARES = {"high": 0.1, "medium": 0.3, "low": 0.5}
+
+
+def uplift_shares(segment: SegmentDefinition) -> dict[str, float]:
+    """The named levels' top shares, plus the segment's own when its `precision_level` is a number (a share)."""
+    own = segment.precision_level
+    return {**UPLIFT_SHARES, segment.level_name(): UPLIFT_SHARES[own] if isinstance(own, str) else float(own)}
 
 
 def segment_levels(levels: Mapping[str, float], segment: SegmentDefinition) -> dict[str, float]:

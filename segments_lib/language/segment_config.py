@@ -20,6 +20,7 @@ from segments_lib.config import ConfigError, read_yaml, suggest
 from segments_lib.language.definitions import (
     DEFAULT_FEATURE_HISTORY,
     KINDS,
+    UPLIFT_SHARES,
     Absent,
     AllOf,
     AnyOf,
@@ -228,6 +229,22 @@ def _precision_level(node: _Node, levels: Mapping[str, float]) -> str | float:
     return float(node.value)
 
 
+def _uplift_level(node: _Node) -> str | float:
+    """An uplift segment's level: a named top share (high 10 %, medium 30 %, low 50 %) or a share in (0, 1)."""
+    named = ", ".join(f"{name} (top {share:.0%})" for name, share in UPLIFT_SHARES.items())
+    if node.value is None:
+        return "medium"
+    if isinstance(node.value, str):
+        if node.value in UPLIFT_SHARES:
+            return node.value
+        hint = suggest(node.value, tuple(UPLIFT_SHARES))
+        raise node.fail(f"unknown level '{node.value}' for an uplift segment{hint}; use {named}, "
+                        "or the share of users to target as a number in (0, 1)")
+    if isinstance(node.value, bool) or not isinstance(node.value, (int, float)) or not 0 < node.value < 1:
+        raise node.fail(f"an uplift segment's level is {named}, or a share in (0, 1); found {node.value!r}")
+    return float(node.value)
+
+
 def _duration_pairs(node: _Node) -> tuple[DurationPair, ...]:
     if not isinstance(node.value, list):
         raise node.fail(
@@ -379,7 +396,8 @@ def _segment(node: _Node, levels: Mapping[str, float]) -> SegmentDefinition:
         target=_target(node.required("target")),
         past_window=past_window,
         prediction_window=prediction_window,
-        precision_level=_precision_level(node.child("precision_level"), levels),
+        precision_level=(_uplift_level(node.child("precision_level")) if kind == "uplift"
+                         else _precision_level(node.child("precision_level"), levels)),
         feature_windows=feature_windows,
         feature_events=_event_list(node.child("feature_events")) if node.has("feature_events") else None,
         top_events=_optional(node, "top_events", _int, 1),

@@ -167,7 +167,7 @@ def train_segment(
     calendar = segment_calendar(segment, run_date)
     tracking.configure_mlflow(cfg.mlflow)
     if not force:
-        reused = _reused(cfg, segment, calendar)
+        reused = reusable_outcome(cfg, segment, calendar)
         if reused is not None:
             return reused
     timer = StageTimer(log, prefix=f"[{segment.name}] ")
@@ -176,7 +176,7 @@ def train_segment(
     return train_from_frame(spark, cfg, segment, frame, feature_cols, calendar, events_version, timer=timer)
 
 
-def _reused(cfg: AppConfig, segment: SegmentDefinition, calendar: SnapshotCalendar) -> TrainingOutcome | None:
+def reusable_outcome(cfg: AppConfig, segment: SegmentDefinition, calendar: SnapshotCalendar) -> TrainingOutcome | None:
     found = tracking.find_reusable_run(cfg.mlflow, segment.name, calendar.run_date, fingerprint(segment))
     if found is None:
         return None
@@ -464,7 +464,7 @@ def _log_artifacts(folder: Path, trained: TrainedModel) -> None:
     if trained.level_tables is not None:
         for name, table in zip(calibration.LEVEL_TABLE_ARTIFACTS, trained.level_tables, strict=True):
             table.to_csv(folder / name, index=False)  # repr floats: thresholds survive the round trip exactly
-    (folder / "segment.yaml").write_text(yaml.safe_dump(_segment_yaml(trained.segment), sort_keys=False))
+    (folder / "segment.yaml").write_text(yaml.safe_dump(segment_yaml(trained.segment), sort_keys=False))
     (folder / "thresholds.json").write_text(json.dumps(
         {level: _choice_dict(choice) for level, choice in trained.choices.items()}, indent=2, sort_keys=True))
     (folder / "feature_columns.json").write_text(json.dumps(feature_cols, indent=2))
@@ -510,5 +510,5 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _segment_yaml(segment: SegmentDefinition) -> dict[str, Any]:
+def segment_yaml(segment: SegmentDefinition) -> dict[str, Any]:
     return {"target_type": type(segment.target).__name__, **_plain(asdict(segment))}

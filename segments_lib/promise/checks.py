@@ -2,7 +2,7 @@
 
 Each function reads what earlier nights wrote (through tables.py) and returns small results that the
 night's stages (`job.stages.decide`, `write_night`, `check_night`) record in `segment_runs`; the ledger
-rows themselves go to `segment_backtest`.
+rows themselves go to `segment_backtest` (`segment_uplift_ledger` for an uplift segment).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from segments_lib.job.scoring import membership_slice
 from segments_lib.language.definitions import SegmentDefinition
 from segments_lib.promise.drift import DRIFT_BASELINE, SCORE_COLUMN, psi_against, top_drifting
 from segments_lib.promise.ledger import backtest_scored_date, night_ledger, precision_flag, promises_from_choices
+from segments_lib.promise.uplift_ledger import promises_from_json, uplift_night_ledger
 from segments_lib.store import tables, tracking
 from segments_lib.store.tracking import ADDED_THRESHOLDS, optional_run_artifact_json, run_artifact_json
 
@@ -89,6 +90,31 @@ def write_backtest(spark: SparkSession, cfg: AppConfig, events: DataFrame, segme
         log.warning("[%s %s] realized precision below the promised lower bound for %d nights in a row",
                     segment.name, run_date, cfg.nightly.backtest_flag_nights)
     return flagged
+
+
+def write_uplift_ledger(spark: SparkSession, cfg: AppConfig, events: DataFrame, segment: SegmentDefinition,
+                        run_date: date, thresholds_of: Callable[[str], Any | None] = thresholds_of_run) -> None:
+    """An uplift segment's ledger: the realised uplift per level of the membership whose window closed tonight.
+
+    The promise judged is the one of the model that scored that night (its thresholds.json); a night whose
+    model's promises are unavailable is left unjudged, with a warning, as in `write_backtest`.
+    """
+    membership = tables.read_output(spark, cfg, tables.SEGMENT_MEMBERSHIP)
+    if membership is None:
+        return
+    scored_date = backtest_scored_date(run_date, segment.horizon)
+    run_row = membership.where(membership_slice(segment.name, scored_date)).select("mlflow_run_id").first()
+    if run_row is None:
+        return
+    choices = thresholds_of(run_row["mlflow_run_id"])
+    if choices is None:
+        log.warning("[%s %s] the promises of run %s (which scored %s) are unavailable; that night is not judged "
+                    "tonight", segment.name, run_date, run_row["mlflow_run_id"], scored_date)
+        return
+    rows = uplift_night_ledger(events, membership, segment, promises_from_json(choices), run_date)
+    tables.write_output(rows, cfg, tables.SEGMENT_UPLIFT_LEDGER, {"segment": segment.name, "scored_date": scored_date},
+                        partition_by=("scored_date",),
+                        description="Realised vs promised uplift per level once the prediction window closed.")
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,10 @@ log = logging.getLogger(__name__)
 
 EVENTS_QUARANTINE = "events_quarantine"
 SEGMENT_FEATURES = "segment_features"
-OUTPUT_TABLES = ("segment_membership", "segment_thresholds", "segment_runs", "segment_backtest", "segment_drift")
-SEGMENT_MEMBERSHIP, SEGMENT_THRESHOLDS, SEGMENT_RUNS, SEGMENT_BACKTEST, SEGMENT_DRIFT = OUTPUT_TABLES
+OUTPUT_TABLES = ("segment_membership", "segment_thresholds", "segment_runs", "segment_backtest", "segment_drift",
+                 "segment_uplift_ledger")
+(SEGMENT_MEMBERSHIP, SEGMENT_THRESHOLDS, SEGMENT_RUNS, SEGMENT_BACKTEST, SEGMENT_DRIFT,
+ SEGMENT_UPLIFT_LEDGER) = OUTPUT_TABLES
 
 # Output tables stay readable by delta-rs, DuckDB and Trino: no deletion vectors, no column mapping.
 READER_FRIENDLY_PROPERTIES = {

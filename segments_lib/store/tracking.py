@@ -306,12 +306,17 @@ def champion_version(cfg: MlflowConfig, segment_name: str) -> Any | None:
     return _version_by_alias(cfg, segment_name, CHAMPION)
 
 
+METRIC_LABELS = {"auc_pr": "AUC-PR", "qini": "Qini coefficient"}
+
+
 def decide_promotion(new_auc_pr: float, champion_auc_pr: float | None, champion: str | None,
-                     definition_changed: Sequence[str] = ()) -> PromotionDecision:
+                     definition_changed: Sequence[str] = (), metric: str = "auc_pr") -> PromotionDecision:
     """The champion/challenger rule: promote when there is no champion or the new AUC-PR is at least the champion's.
 
     A champion trained for another definition (`definition_changed`: the parts that differ) answers
-    another question, so comparing AUC-PRs means nothing: the new model is promoted."""
+    another question, so comparing AUC-PRs means nothing: the new model is promoted. `metric` names the
+    holdout number compared (an uplift segment compares Qini coefficients; higher is better for both)."""
+    label = METRIC_LABELS[metric]
     if champion is None:
         return PromotionDecision(True, "no champion yet", new_auc_pr, None, None)
     if definition_changed:
@@ -320,16 +325,18 @@ def decide_promotion(new_auc_pr: float, champion_auc_pr: float | None, champion:
     if champion_auc_pr is None:
         return PromotionDecision(True, f"champion v{champion} cannot score the current features", new_auc_pr,
                                  None, champion)
+    versus = f"champion v{champion} {champion_auc_pr:.4f}"
     if new_auc_pr >= champion_auc_pr:
-        return PromotionDecision(True, f"holdout AUC-PR {new_auc_pr:.4f} >= champion v{champion} {champion_auc_pr:.4f}",
+        return PromotionDecision(True, f"holdout {label} {new_auc_pr:.4f} >= {versus}",
                                  new_auc_pr, champion_auc_pr, champion)
-    return PromotionDecision(False, f"holdout AUC-PR {new_auc_pr:.4f} < champion v{champion} {champion_auc_pr:.4f}",
+    return PromotionDecision(False, f"holdout {label} {new_auc_pr:.4f} < {versus}",
                              new_auc_pr, champion_auc_pr, champion)
 
 
 def promote_if_better(
     cfg: MlflowConfig, segment_name: str, version: str, new_auc_pr: float,
     champion_auc_pr: float | None, champion: str | None, definition_changed: Sequence[str] = (),
+    metric: str = "auc_pr",
 ) -> PromotionDecision:
     """Apply the rule, move the `champion` alias if it wins, and log both numbers and the decision.
 
@@ -338,7 +345,7 @@ def promote_if_better(
     Logs to the active run when there is one.
     """
 
-    decision = decide_promotion(new_auc_pr, champion_auc_pr, champion, definition_changed)
+    decision = decide_promotion(new_auc_pr, champion_auc_pr, champion, definition_changed, metric)
     name = registered_model_name(cfg, segment_name)
     client = mlflow.MlflowClient()
     if decision.promoted:
@@ -349,9 +356,9 @@ def promote_if_better(
         mlflow.set_tags({"promotion": "champion" if decision.promoted else "challenger",
                          "promotion_reason": decision.reason,
                          "previous_champion_version": champion or "none"})
-        mlflow.log_metric("challenger_holdout_auc_pr", new_auc_pr)
+        mlflow.log_metric(f"challenger_holdout_{metric}", new_auc_pr)
         if champion_auc_pr is not None:
-            mlflow.log_metric("champion_holdout_auc_pr", champion_auc_pr)
+            mlflow.log_metric(f"champion_holdout_{metric}", champion_auc_pr)
     log.info("%s v%s: %s (%s)", name, version, "champion" if decision.promoted else "challenger", decision.reason)
     return decision
 
