@@ -22,6 +22,7 @@ from segments_lib.language.definitions import (
     Sequence,
     Treatment,
     ValueSum,
+    uplift_shares,
 )
 from segments_lib.language.segment_config import ACCEPTED_KEYS, SegmentConfigError, load_segments, parse_segments
 
@@ -240,6 +241,32 @@ def test_the_treatment_is_required_for_uplift_checked_against_the_data_and_refus
     data["segments"][4]["treatment"] = {"event": ["Campaign Sent"]}
     with pytest.raises(SegmentConfigError, match=re.escape(f"{where}: treatment.event: ")):
         parse(data)
+
+
+def test_an_uplift_segments_level_is_a_share_of_users_targeted() -> None:
+    where = "segments.yaml: segments[4] 'engagement_booster'"
+    data = with_change(4, "kind", "uplift")
+    data["segments"][4]["treatment"] = {"events": ["Campaign Sent"]}
+    data["segments"][4]["precision_level"] = 0.2
+    (booster,) = [s for s in parse(data) if s.kind == "uplift"]
+    assert (booster.precision_level, booster.level_name()) == (0.2, "top20")
+    assert uplift_shares(booster) == {"high": 0.1, "medium": 0.3, "low": 0.5, "top20": 0.2}
+    del data["segments"][4]["precision_level"]
+    (booster,) = [s for s in parse(data) if s.kind == "uplift"]
+    assert booster.precision_level == "medium" and uplift_shares(booster)["medium"] == 0.3
+    data["segments"][4]["precision_level"] = "hihg"
+    fails(data, f"{where}: precision_level: unknown level 'hihg' for an uplift segment (did you mean 'high'?); use "
+                "high (top 10%), medium (top 30%), low (top 50%), or the share of users to target as a number in "
+                "(0, 1)")
+    data["segments"][4]["precision_level"] = 1.5
+    fails(data, f"{where}: precision_level: an uplift segment's level is high (top 10%), medium (top 30%), low "
+                "(top 50%), or a share in (0, 1); found 1.5")
+
+
+def test_the_shipped_uplift_example_parses() -> None:
+    data = yaml.safe_load((PROJECT_ROOT / "conf" / "segments_uplift.yaml").read_text())
+    (segment,) = parse_segments(data, "segments_uplift.yaml", LEVELS, known_events=(*DEMO_EVENTS, "Campaign Sent"))
+    assert (segment.kind, segment.treatment.events, segment.level_name()) == ("uplift", ("Campaign Sent",), "medium")
 
 
 def test_duplicate_names_are_rejected() -> None:

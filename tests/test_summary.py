@@ -67,3 +67,22 @@ def test_levels_show_threshold_promise_lift_and_members_and_an_unreachable_level
     assert lines[8].split() == ["low", "0.20", "0.2100", "0.250", "0.220", "2.5x", "1,500"]
     assert lines[9].strip().startswith("base rate 0.100 (held out)")
     assert strictest_number(choice_half.iloc[2:], min_segment_size=50, confidence=0.95) is None  # too small
+
+
+def test_an_uplift_segments_levels_show_share_threshold_held_out_uplift_and_expected_gain() -> None:
+    from segments_lib.job.level_report import format_uplift_levels
+
+    promises = {  # thresholds.json of an uplift run, out of share order
+        "medium": {"share": 0.3, "threshold": 0.031, "uplift": 0.05, "uplift_lower": 0.012, "uplift_upper": 0.09},
+        "high": {"share": 0.1, "threshold": 0.0712, "uplift": 0.081, "uplift_lower": 0.01, "uplift_upper": 0.15},
+        "low": {"share": 0.5, "threshold": 0.002, "uplift": None, "uplift_lower": None, "uplift_upper": None},
+    }
+    lines = format_uplift_levels(promises, {"high": 120, "medium": 360}, 0.0094, indent="")
+    assert [line.split() for line in lines[:4]] == [
+        ["level", "share", "threshold", "uplift", "95%", "CI", "members", "+conversions"],
+        # +9.7 = 0.081 × 120 members, +18.0 = 0.05 × 360: conversions gained if every member is contacted.
+        ["high", "10%", "0.0712", "+0.081", "[+0.010,", "+0.150]", "120", "+9.7"],
+        ["medium", "30%", "0.0310", "+0.050", "[+0.012,", "+0.090]", "360", "+18.0"],
+        ["low", "50%", "0.0020", "-", "-", "-", "-"],  # no arm comparison held out, no members counted
+    ]
+    assert lines[4].startswith("holdout Qini coefficient 0.0094 (random targeting: 0)")

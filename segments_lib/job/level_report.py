@@ -119,6 +119,31 @@ def format_levels(levels: tuple[LevelSummary, ...], base_rate: float | None, ind
     return lines
 
 
+def format_uplift_levels(promises: Mapping[str, Mapping[str, Any]] | None, members: Mapping[str, int],
+                         holdout_qini: float | None, indent: str) -> list[str]:
+    """The per-level lines of an uplift segment: share, threshold, the holdout's uplift and 95 % CI, size.
+
+    `promises` is the uplift model's thresholds.json (level → share, threshold, uplift, uplift_lower,
+    uplift_upper); the expected gain is the held-out uplift × tonight's members, were they all contacted.
+    """
+    header = (f"{indent}{'level':<8} {'share':>5} {'threshold':>9} {'uplift':>7} {'95% CI':>17} "
+              f"{'members':>8} {'+conversions':>12}")
+    lines = [header]
+    rows = sorted((promises or {}).items(), key=lambda kv: (float(kv[1].get("share", 1.0)), kv[0]))
+    for level, promise in rows:
+        uplift, low, high = (_float(promise.get(k)) for k in ("uplift", "uplift_lower", "uplift_upper"))
+        threshold, size = _float(promise.get("threshold")), members.get(level)
+        interval = "-" if low is None or high is None else f"[{low:+.3f}, {high:+.3f}]"
+        gain = "-" if uplift is None or size is None else f"{uplift * size:+.1f}"
+        lines.append(f"{indent}{level:<8} {float(promise.get('share', 0.0)):>5.0%} "
+                     f"{'-' if threshold is None else f'{threshold:.4f}':>9} "
+                     f"{'-' if uplift is None else f'{uplift:+.3f}':>7} {interval:>17} {_count(size):>8} {gain:>12}")
+    if holdout_qini is not None:
+        lines.append(f"{indent}holdout Qini coefficient {holdout_qini:.4f} (random targeting: 0); uplift = treated "
+                     "minus control outcome rate above the threshold, held out")
+    return lines
+
+
 def _float(value: Any) -> float | None:
     return None if value is None else float(value)
 

@@ -113,6 +113,7 @@ class SegmentResult:
     levels: tuple[LevelSummary, ...] = ()
     base_rate: float | None = None
     reachable_hint: str = ""
+    level_lines: tuple[str, ...] = ()  # an uplift segment's level lines (level_report.format_uplift_levels)
 
     def as_row(self) -> tuple:
         return (
@@ -168,6 +169,7 @@ def summary_table(results: Sequence[SegmentResult], tracking_uri: str) -> str:
             lines.append(f"{'':<22} ↳ instead: {r.reachable_hint}")
         if r.levels:
             lines.extend(format_levels(r.levels, r.base_rate, indent=" " * 4))
+        lines.extend(r.level_lines)
     lines.append(f"MLflow: {tracking_uri}")
     return "\n".join(lines)
 

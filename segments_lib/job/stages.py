@@ -25,6 +25,7 @@ from segments_lib.job.inference import score_model, scoring_pipeline
 from segments_lib.job.level_report import (
     LevelSummary,
     curve_base_rate,
+    format_uplift_levels,
     level_summaries,
     reachable_hint,
     strictest_number,
@@ -466,7 +467,9 @@ def segment_result(night: Night, training: Training, model: ChampionInfo, writte
     """The `segment_runs` row of a scored night, from the stages' outputs."""
     status, reason = night_status(night, model, written.counts)
     counts, churn, drifted = written.counts, checked.churn, checked.drift
-    levels = () if is_uplift(night.segment) else night_levels(night, model, counts)
+    uplift = is_uplift(night.segment)
+    levels = () if uplift else night_levels(night, model, counts)
+    level_lines = tuple(uplift_level_lines(night, model, counts)) if uplift else ()
     hint = reachable_hint(levels, *strictest_tonight(night, model, written)) if status == STATUS_UNREACHABLE else ""
     return SegmentResult(
         segment=night.segment.name, run_date=night.run_date, status=status, reason=reason,
@@ -475,14 +478,27 @@ def segment_result(night: Night, training: Training, model: ChampionInfo, writte
         control_count=counts.control, precision_level=night.segment.level_name(),
         threshold=model.thresholds.get(night.segment.level_name()), thresholds=dict(model.thresholds),
         model_name=model.model_name, model_version=int(model.version), mlflow_run_id=model.run_id,
-        holdout_auc_pr=model.holdout_auc_pr, events_version=night.prepared.version,
+        # An uplift model's registry metric is its holdout Qini coefficient (in the level lines), not an AUC-PR.
+        holdout_auc_pr=None if uplift else model.holdout_auc_pr, events_version=night.prepared.version,
         score_psi=drifted.score_psi, top_drifting_features=drifted.top_features,
         precision_flag=checked.precision_flag,
         membership_entered=churn.entered if churn else None, membership_exited=churn.exited if churn else None,
         membership_jaccard=churn.jaccard if churn else None,
         stage_seconds=dict(night.timer.durations), model_source=model.source,
-        levels=levels, base_rate=curve_base_rate(written.curve), reachable_hint=hint,
+        levels=levels, base_rate=curve_base_rate(written.curve), reachable_hint=hint, level_lines=level_lines,
     )
+
+
+def uplift_level_lines(night: Night, model: ChampionInfo, counts: MemberCounts) -> list[str]:
+    """The summary's lines for an uplift segment's levels, from its model's held-out evidence."""
+    try:
+        promises = night.promises_of(model.run_id)
+    except Exception as exc:  # the summary must not fail a night that scored and wrote its tables
+        log.warning("[%s] the promises of run %s are unreadable (%s); the summary omits them",
+                    night.segment.name, model.run_id, exc)
+        return []
+    members = {**counts.by_level, night.segment.level_name(): counts.members}
+    return format_uplift_levels(promises, members, model.holdout_auc_pr, indent=" " * 4)
 
 
 def strictest_tonight(night: Night, model: ChampionInfo, written: Written) -> tuple[tuple[float, float] | None,
