@@ -53,6 +53,22 @@ def test_each_learner_recovers_the_effect_where_it_is_and_none_where_it_is_not(s
     assert by_f[0.0] == pytest.approx(0.0, abs=0.1)
 
 
+@pytest.mark.parametrize("fit", [uplift.fit_t_learner, uplift.fit_class_transformation])
+def test_as_one_pipeline_the_learner_writes_score_equal_to_its_uplift_and_round_trips(spark, fit, tmp_path) -> None:
+    from pyspark.ml import PipelineModel
+
+    rows = _randomized_rows(spark).withColumn("user_id", F.monotonically_increasing_id().cast("string"))
+    model = fit(rows, ["f"], SMALL, 3)
+    pipeline = model.as_pipeline(rows.select("user_id", "f"))
+    pipeline.write().save(str(tmp_path / "pipeline"))
+    loaded = PipelineModel.load(str(tmp_path / "pipeline"))
+    # Without user_id too: MLflow checks a logged model on an input example of the feature columns only.
+    scored = loaded.transform(rows.select("f").distinct())
+    assert scored.columns[0] == "f" and scored.columns[-1] == "score"
+    expected = {r.f: r.uplift for r in model.transform(rows.select("f").distinct()).collect()}
+    assert {r.f: r.score for r in scored.collect()} == pytest.approx(expected, abs=1e-12)
+
+
 def test_the_search_judges_both_learners_on_the_newest_snapshot_and_keeps_the_better(spark) -> None:
     fitted = fit_uplift(_randomized_rows(spark), ["f"], SMALL, 3)
     assert set(fitted.validation_qini) == {T_LEARNER, CLASS_TRANSFORMATION}

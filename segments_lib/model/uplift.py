@@ -66,35 +66,35 @@ class UpliftModel:
         (z_model,) = self.models
         return _score_as(z_model, df, "_z").withColumn(UPLIFT_COL, 2.0 * F.col("_z") - 1.0).drop("_z")
 
-    def as_pipeline(self, input_columns: Sequence[str]) -> PipelineModel:
-        """One Spark ML pipeline that adds `score` (the predicted uplift) to a frame of `input_columns`.
+    def as_pipeline(self, example: DataFrame) -> PipelineModel:
+        """One Spark ML pipeline that adds `score` (the predicted uplift) to frames shaped like `example`.
 
         The nightly job scores, copies and logs every model as a single pipeline whose output is `score`,
         so an uplift model goes through the same MLflow logging, registry, champion copy and scoring
         as a propensity model. Each arm's own columns (filled features, vector, probabilities) are
-        dropped after it runs, since both arms' pipelines write the same column names.
+        dropped after it runs, since both arms' pipelines write the same names; which columns those are
+        is read off the arm's output schema on `example` (analysis only, no job runs). Every other
+        column passes through, so the pipeline scores a frame with or without `user_id`.
         """
-        probe = input_columns  # the columns every arm adds are known from the fitted stages' schema
         stages: list = []
         if self.learner == T_LEARNER:
             treated_arm, control_arm = self.models
             for arm, column in ((treated_arm, P_TREATED), (control_arm, P_CONTROL)):
-                stages += [arm, _keep_score_as(arm, probe, column)]
-                probe = [*probe, column]
+                stages += [arm, _keep_score_as(arm, example, column)]
             stages.append(SQLTransformer(
                 statement=f"SELECT *, `{P_TREATED}` - `{P_CONTROL}` AS `{SCORE_COL}` FROM __THIS__"))
         else:
             (z_model,) = self.models
-            stages += [z_model, _keep_score_as(z_model, probe, "_z"),
+            stages += [z_model, _keep_score_as(z_model, example, "_z"),
                        SQLTransformer(statement=f"SELECT * EXCEPT (`_z`), 2.0 * `_z` - 1.0 AS `{SCORE_COL}` "
                                                 "FROM __THIS__")]
         return PipelineModel(stages=stages)
 
 
-def _keep_score_as(model: PipelineModel, input_columns: Sequence[str], column: str) -> SQLTransformer:
-    """A stage that keeps `input_columns` plus the model's positive-class probability renamed to `column`."""
-    kept = ", ".join(f"`{c}`" for c in input_columns)
-    return SQLTransformer(statement=f"SELECT {kept}, `{RAW_SCORE}` AS `{column}` FROM __THIS__")
+def _keep_score_as(model: PipelineModel, example: DataFrame, column: str) -> SQLTransformer:
+    """A stage that drops the columns `model` adds to `example`, keeping its positive-class probability as `column`."""
+    added = ", ".join(f"`{c}`" for c in model.transform(example).columns if c not in set(example.columns))
+    return SQLTransformer(statement=f"SELECT * EXCEPT ({added}), `{RAW_SCORE}` AS `{column}` FROM __THIS__")
 
 
 def _score_as(model: PipelineModel, df: DataFrame, column: str) -> DataFrame:

@@ -208,7 +208,7 @@ def fit_and_evaluate(cfg: AppConfig, segment: SegmentDefinition, frame: DataFram
     settings = segment.training
     with timer.stage("fit"):
         fit = fit_uplift(frame.where(~is_holdout(calendar)), feature_cols, settings.gbt, settings.seed)
-    pipeline = fit.model.as_pipeline(["user_id", *feature_cols])
+    pipeline = fit.model.as_pipeline(frame.select("user_id", *feature_cols))
     with timer.stage("holdout metrics"):
         holdout_rows = frame.where(is_holdout(calendar))
         holdout_features = holdout_rows.select("user_id", *feature_cols)
