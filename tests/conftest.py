@@ -162,3 +162,25 @@ def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     with mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as uri:
         yield uri
+
+
+# --- how pytest-xdist shares out the modules -------------------------------------------------------------
+
+# The modules that read the session's trained workspace mark themselves with this group (pytestmark).
+SHARED_WORKSPACE_GROUP = pytest.mark.xdist_group("trained_workspace")
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Every test module is its own xdist group unless it names one (the trained-workspace modules do).
+
+    `make test` runs `--dist loadgroup`: a group goes to one worker whole, so a module's fixtures are still
+    built once (as with `--dist loadfile`), and the session's trained workspace, the suite's costliest
+    fixture (a three-night backfill), is built by one worker instead of by each worker that draws one of
+    its modules. Marked here, at collection, because xdist reads the marks in its own
+    `pytest_collection_modifyitems`, which runs before a conftest's.
+    """
+    if item.get_closest_marker("xdist_group") is None:
+        if "trained_workspace" in getattr(item, "fixturenames", ()):
+            raise pytest.UsageError(f"{item.nodeid} uses trained_workspace: mark its module "
+                                    "`pytestmark = SHARED_WORKSPACE_GROUP` (tests/conftest.py)")
+        item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))

@@ -15,9 +15,11 @@ from segments_lib.language.definitions import AnyOf, Occurs, SegmentDefinition, 
 from segments_lib.language.fingerprint import PARTS, changed_parts, fingerprint
 from segments_lib.locations import Location
 from segments_lib.store import tables, tracking
-from tests.conftest import DEMO_END, TRAINED_NIGHTS
+from tests.conftest import DEMO_END, SHARED_WORKSPACE_GROUP, TRAINED_NIGHTS
 from tests.support.segments import two_small_segments
 from tests.support.workspaces import restored_afterwards
+
+pytestmark = SHARED_WORKSPACE_GROUP  # built once, on one worker (tests/conftest.py)
 
 BUY = "Purchase Completed"
 BASE = SegmentDefinition(name="buyers", kind="conversion", target=Occurs((BUY,)), past_window=timedelta(days=28),

@@ -10,8 +10,10 @@ import pytest
 from segments_lib.config import AppConfig
 from segments_lib.job.runner import retrain_decision, run_job
 from segments_lib.store import tables
-from tests.conftest import DEMO_END, TRAINED_NIGHTS
+from tests.conftest import DEMO_END, SHARED_WORKSPACE_GROUP, TRAINED_NIGHTS
 from tests.support.workspaces import restored_afterwards
+
+pytestmark = SHARED_WORKSPACE_GROUP  # built once, on one worker (tests/conftest.py)
 
 RUN_DATE = DEMO_END
 NIGHTS = list(TRAINED_NIGHTS)

@@ -25,9 +25,11 @@ from pyspark.sql import functions as F
 from segments_lib.config import AppConfig
 from segments_lib.job.runner import run_job
 from segments_lib.store import tables
-from tests.conftest import DEMO_END, TRAINED_NIGHTS
+from tests.conftest import DEMO_END, SHARED_WORKSPACE_GROUP, TRAINED_NIGHTS
 from tests.support.delta_reader import Slices, read_slices, reading, slice_key
 from tests.support.workspaces import restored_afterwards
+
+pytestmark = SHARED_WORKSPACE_GROUP  # built once, on one worker (tests/conftest.py)
 
 SEGMENT = "likely_to_purchase"
 NEW_NIGHT = date(2026, 5, 28)  # not a trained night: the job adds its slice

@@ -26,6 +26,9 @@ from segments_lib.model.pipeline import (
 )
 from segments_lib.model.reasons import phrase, read_forest, shap_values, with_reasons
 from segments_lib.store import tables
+from tests.conftest import SHARED_WORKSPACE_GROUP
+
+pytestmark = SHARED_WORKSPACE_GROUP  # built once, on one worker (tests/conftest.py)
 
 FREQ, RECENCY, CONST = "freq_7d__purchase_completed", "recency_days__add_to_cart", "tenure_days"
 NAMES = {"purchase_completed": "Purchase Completed", "add_to_cart": "Add to Cart"}

@@ -21,8 +21,10 @@ import pytest
 from jobs import report as report_job
 from segments_lib.report import data, page
 from segments_lib.report.data import LevelMark, ReportInput
-from tests.conftest import DEMO_END, TRAINED_NIGHTS
+from tests.conftest import DEMO_END, SHARED_WORKSPACE_GROUP, TRAINED_NIGHTS
 from tests.support.workspaces import restored_afterwards
+
+pytestmark = SHARED_WORKSPACE_GROUP  # built once, on one worker (tests/conftest.py)
 
 D1, D2, D3 = date(2026, 5, 30), date(2026, 5, 31), date(2026, 6, 1)
 SEGMENTS = ("engagement_booster", "likely_to_purchase")  # tests/support/segments.two_small_segments

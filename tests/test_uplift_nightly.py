@@ -1,6 +1,6 @@
 """An uplift segment through the nightly job: it trains, scores, writes membership and records realised uplift.
 
-Demo events with randomized campaigns (1,500 users × 70 days to 2026-06-01, seed 11; a `Campaign Sent`
+Demo events with randomized campaigns (1,000 users × 70 days to 2026-06-01, seed 11; a `Campaign Sent`
 to half the users at 00:00 of every 7th day back from the end date: 05-25, 05-18, ...). Two nights:
 
 * 2026-05-25 trains (holdout snapshot 05-18, training snapshots 05-11 … 04-20, all campaign days) and
@@ -54,7 +54,7 @@ segments:
 
 @pytest.fixture(scope="module")
 def raw_events() -> pd.DataFrame:
-    table = generate_events(users=1500, days=70, end_date=DEMO_END, seed=11, campaigns=CampaignSpec())
+    table = generate_events(users=1000, days=70, end_date=DEMO_END, seed=11, campaigns=CampaignSpec())
     return table.to_pandas()
 
 
