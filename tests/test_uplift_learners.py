@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 from segments_lib.language.definitions import GbtParams
 from segments_lib.language.treatment import treatment_flags
 from segments_lib.model import uplift
-from segments_lib.model.uplift import CLASS_TRANSFORMATION, T_LEARNER, fit_uplift
+from segments_lib.model.uplift import CLASS_TRANSFORMATION, T_LEARNER, X_LEARNER, fit_uplift
 
 T = datetime(2026, 5, 25, tzinfo=timezone.utc)
 SMALL = GbtParams(max_iter=8, max_depth=1, step_size=0.5, subsampling_rate=1.0, min_instances_per_node=10)
@@ -43,7 +43,7 @@ def _randomized_rows(spark):
     return spark.createDataFrame(rows, "snapshot_time timestamp, f double, treated int, label int")
 
 
-@pytest.mark.parametrize("fit", [uplift.fit_t_learner, uplift.fit_class_transformation])
+@pytest.mark.parametrize("fit", [uplift.fit_t_learner, uplift.fit_class_transformation, uplift.fit_x_learner])
 def test_each_learner_recovers_the_effect_where_it_is_and_none_where_it_is_not(spark, fit) -> None:
     rows = _randomized_rows(spark)
     model = fit(rows, ["f"], SMALL, 3)
@@ -53,7 +53,7 @@ def test_each_learner_recovers_the_effect_where_it_is_and_none_where_it_is_not(s
     assert by_f[0.0] == pytest.approx(0.0, abs=0.1)
 
 
-@pytest.mark.parametrize("fit", [uplift.fit_t_learner, uplift.fit_class_transformation])
+@pytest.mark.parametrize("fit", [uplift.fit_t_learner, uplift.fit_class_transformation, uplift.fit_x_learner])
 def test_as_one_pipeline_the_learner_writes_score_equal_to_its_uplift_and_round_trips(spark, fit, tmp_path) -> None:
     from pyspark.ml import PipelineModel
 
@@ -69,9 +69,9 @@ def test_as_one_pipeline_the_learner_writes_score_equal_to_its_uplift_and_round_
     assert {r.f: r.score for r in scored.collect()} == pytest.approx(expected, abs=1e-12)
 
 
-def test_the_search_judges_both_learners_on_the_newest_snapshot_and_keeps_the_better(spark) -> None:
+def test_the_search_judges_every_learner_on_the_newest_snapshot_and_keeps_the_best(spark) -> None:
     fitted = fit_uplift(_randomized_rows(spark), ["f"], SMALL, 3)
-    assert set(fitted.validation_qini) == {T_LEARNER, CLASS_TRANSFORMATION}
+    assert set(fitted.validation_qini) == {T_LEARNER, CLASS_TRANSFORMATION, X_LEARNER}
     assert fitted.validation_snapshots == (T,)  # two snapshots: the older one fits, the newest judges
     best = max(fitted.validation_qini.values())
     assert fitted.validation_qini[fitted.model.learner] == best

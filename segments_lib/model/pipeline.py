@@ -45,6 +45,7 @@ from pyspark.ml.feature import SQLTransformer, VectorAssembler
 from pyspark.ml.functions import vector_to_array
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
+from pyspark.ml.regression import GBTRegressionModel, GBTRegressor
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -180,17 +181,37 @@ def build_pipeline(feature_cols: list[str], params: GbtParams, seed: int,
     missing = [s for s in blend_slugs if s not in slugs]
     if missing:
         raise ValueError(f"blend events without BG/NBD feature columns: {', '.join(missing)}")
-    customer_base = [BgNbd(slugs=slugs)] if slugs else []
     blend = [QuantileBlend(slugs=list(blend_slugs), scoreCol=RAW_SCORE)] if blend_slugs else []
     return Pipeline(stages=[
-        SQLTransformer(statement=never_fill_statement(feature_cols)),
-        *customer_base,
-        VectorAssembler(inputCols=[c + FILLED_SUFFIX for c in feature_cols] + bgnbd_columns(slugs),
-                        outputCol=FEATURES_VECTOR),
+        *_input_stages(feature_cols),
         gbt,
         PositiveProbability(inputCol="probability", outputCol=RAW_SCORE),
         *blend,
     ])
+
+
+def _input_stages(feature_cols: list[str]) -> list:
+    """Never-filling, the BG/NBD inputs and the feature vector: what every pipeline's GBT reads."""
+    slugs = base_slugs(feature_cols)
+    customer_base = [BgNbd(slugs=slugs)] if slugs else []
+    return [
+        SQLTransformer(statement=never_fill_statement(feature_cols)),
+        *customer_base,
+        VectorAssembler(inputCols=[c + FILLED_SUFFIX for c in feature_cols] + bgnbd_columns(slugs),
+                        outputCol=FEATURES_VECTOR),
+    ]
+
+
+def build_regression_pipeline(feature_cols: list[str], params: GbtParams, seed: int) -> Pipeline:
+    """The segment's inputs with a GBT regressor (squared loss) writing its prediction to `raw_score`.
+
+    For targets that are not classes: the X-learner's imputed treatment effects (model.uplift).
+    """
+    if not feature_cols:
+        raise ValueError("build_regression_pipeline needs at least one feature column")
+    gbt = GBTRegressor(featuresCol=FEATURES_VECTOR, labelCol=LABEL_COL, weightCol=WEIGHT_COL, seed=seed,
+                       predictionCol=RAW_SCORE, **params.spark_params())
+    return Pipeline(stages=[*_input_stages(feature_cols), gbt])
 
 
 def with_class_weights(df: DataFrame, balanced: bool = True) -> tuple[DataFrame, float]:
@@ -334,6 +355,9 @@ def model_inputs(model: PipelineModel, feature_cols: list[str]) -> list[str]:
 
 def feature_importances(model: PipelineModel, feature_cols: list[str]) -> list[tuple[str, float]]:
     """(feature, importance) pairs over the GBT's inputs, most important first; importances sum to 1."""
-    weights = gbt_stage(model).featureImportances.toArray()
+    ensembles = [st for st in model.stages if isinstance(st, (GBTClassificationModel, GBTRegressionModel))]
+    if not ensembles:
+        raise ValueError("pipeline model has no GBT stage")
+    weights = ensembles[0].featureImportances.toArray()
     names = model_inputs(model, feature_cols)
     return sorted(zip(names, (float(w) for w in weights), strict=True), key=lambda kv: (-kv[1], kv[0]))

@@ -38,7 +38,14 @@ from pyspark.sql import functions as F
 from segments_lib.language.definitions import GbtParams
 from segments_lib.language.snapshots import as_utc
 from segments_lib.model import uplift_metrics
-from segments_lib.model.pipeline import LABEL_COL, RAW_SCORE, SNAPSHOT_COL, WEIGHT_COL, build_pipeline
+from segments_lib.model.pipeline import (
+    LABEL_COL,
+    RAW_SCORE,
+    SNAPSHOT_COL,
+    WEIGHT_COL,
+    build_pipeline,
+    build_regression_pipeline,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +53,8 @@ TREATED_COL = "treated"
 UPLIFT_COL = "uplift"
 SCORE_COL = "score"  # the membership contract's column: for an uplift segment, the predicted uplift
 P_TREATED, P_CONTROL = "p_treated", "p_control"
-T_LEARNER, CLASS_TRANSFORMATION = "t_learner", "class_transformation"
-LEARNERS = (T_LEARNER, CLASS_TRANSFORMATION)
+T_LEARNER, CLASS_TRANSFORMATION, X_LEARNER = "t_learner", "class_transformation", "x_learner"
+LEARNERS = (T_LEARNER, CLASS_TRANSFORMATION, X_LEARNER)
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,9 @@ class UpliftModel:
     """A fitted learner: its pipeline models and the treated share it was fitted with."""
     learner: str
     treated_share: float
-    models: tuple[PipelineModel, ...]  # t_learner: (treated arm, control arm); class_transformation: (z model,)
+    # t_learner: (treated arm, control arm); class_transformation: (z model,);
+    # x_learner: (effect regression on the treated, effect regression on the control users)
+    models: tuple[PipelineModel, ...]
 
     def transform(self, df: DataFrame) -> DataFrame:
         """`df` with `uplift` (and, for the T-learner, `p_treated` and `p_control`) added."""
@@ -63,8 +72,18 @@ class UpliftModel:
             treated_arm, control_arm = self.models
             scored = _score_as(control_arm, _score_as(treated_arm, df, P_TREATED), P_CONTROL)
             return scored.withColumn(UPLIFT_COL, F.col(P_TREATED) - F.col(P_CONTROL))
+        if self.learner == X_LEARNER:
+            on_treated, on_control = self.models
+            scored = _score_as(on_control, _score_as(on_treated, df, "_tau1"), "_tau0")
+            return scored.withColumn(UPLIFT_COL, F.expr(self._x_combination("`_tau1`", "`_tau0`"))).drop(
+                "_tau1", "_tau0")
         (z_model,) = self.models
         return _score_as(z_model, df, "_z").withColumn(UPLIFT_COL, 2.0 * F.col("_z") - 1.0).drop("_z")
+
+    def _x_combination(self, tau1: str, tau0: str) -> str:
+        """Künzel's g·τ₀ + (1 − g)·τ₁ (SQL) with g the treated share: the arm with more rows weighs the
+        other's effect model more, since that model's imputed effects used the better-fitted response model."""
+        return f"{tau0} * {self.treated_share!r} + {tau1} * {1.0 - self.treated_share!r}"
 
     def as_pipeline(self, example: DataFrame) -> PipelineModel:
         """One Spark ML pipeline that adds `score` (the predicted uplift) to frames shaped like `example`.
@@ -83,6 +102,13 @@ class UpliftModel:
                 stages += [arm, _keep_score_as(arm, example, column)]
             stages.append(SQLTransformer(
                 statement=f"SELECT *, `{P_TREATED}` - `{P_CONTROL}` AS `{SCORE_COL}` FROM __THIS__"))
+        elif self.learner == X_LEARNER:
+            on_treated, on_control = self.models
+            stages += [on_treated, _keep_score_as(on_treated, example, "_tau1"),
+                       on_control, _keep_score_as(on_control, example, "_tau0"),
+                       SQLTransformer(statement=f"SELECT * EXCEPT (`_tau1`, `_tau0`), "
+                                                f"{self._x_combination('`_tau1`', '`_tau0`')} AS `{SCORE_COL}` "
+                                                "FROM __THIS__")]
         else:
             (z_model,) = self.models
             stages += [z_model, _keep_score_as(z_model, example, "_z"),
@@ -128,7 +154,26 @@ def fit_class_transformation(data: DataFrame, feature_cols: list[str], params: G
     return UpliftModel(CLASS_TRANSFORMATION, share, (build_pipeline(feature_cols, params, seed).fit(rows),))
 
 
-FITTERS = {T_LEARNER: fit_t_learner, CLASS_TRANSFORMATION: fit_class_transformation}
+def fit_x_learner(data: DataFrame, feature_cols: list[str], params: GbtParams, seed: int) -> UpliftModel:
+    """Künzel et al.'s X-learner: each arm's response model imputes the other arm's individual effects
+    (treated: y − μ₀(x); control: μ₁(x) − y), and a GBT regression of those effects per arm predicts the
+    uplift directly. The effect is often simpler than either response surface, and the regressions fit it
+    with all of their arm's rows instead of differencing two noisy probabilities."""
+    share = treated_share(data)
+    rows = data.withColumn(WEIGHT_COL, F.lit(1.0))
+    treated_rows, control_rows = rows.where(F.col(TREATED_COL) == 1), rows.where(F.col(TREATED_COL) == 0)
+    response_treated = build_pipeline(feature_cols, params, seed).fit(treated_rows)
+    response_control = build_pipeline(feature_cols, params, seed).fit(control_rows)
+    effect_treated = _score_as(response_control, treated_rows, "_mu").withColumn(
+        LABEL_COL, F.col(LABEL_COL) - F.col("_mu")).drop("_mu")
+    effect_control = _score_as(response_treated, control_rows, "_mu").withColumn(
+        LABEL_COL, F.col("_mu") - F.col(LABEL_COL)).drop("_mu")
+    regressions = tuple(build_regression_pipeline(feature_cols, params, seed).fit(effects)
+                        for effects in (effect_treated, effect_control))
+    return UpliftModel(X_LEARNER, share, regressions)
+
+
+FITTERS = {T_LEARNER: fit_t_learner, CLASS_TRANSFORMATION: fit_class_transformation, X_LEARNER: fit_x_learner}
 
 
 def qini_of(model: UpliftModel, rows: DataFrame) -> float:
