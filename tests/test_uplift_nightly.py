@@ -90,10 +90,11 @@ def test_the_run_is_tracked_with_uplift_metrics_plots_and_levels(spark, uplift_n
     tracking.configure_mlflow(uplift_night.mlflow)
     champion = tracking.load_champion(uplift_night.mlflow, SEGMENT)
     run = mlflow.get_run(champion.run_id)
-    assert run.data.params["uplift.learner"] in ("t_learner", "class_transformation")
+    assert run.data.params["uplift.learner"] in ("t_learner", "class_transformation", "x_learner")
     assert run.data.params["snapshot.holdout"] == "2026-05-18T00:00:00+00:00"
     for metric in ("qini_coefficient", "auuc", "incremental_top_10pct", "incremental_top_30pct",
-                   "holdout_average_uplift", "validation_qini.t_learner", "validation_qini.class_transformation"):
+                   "holdout_average_uplift", "validation_qini.t_learner", "validation_qini.class_transformation",
+                   "validation_qini.x_learner"):
         assert metric in run.data.metrics, metric
     names = {a.path for a in mlflow.MlflowClient().list_artifacts(champion.run_id)}
     assert {"qini_curve.png", "uplift_by_decile.png", "uplift_by_decile.csv", "thresholds.json",
