@@ -16,8 +16,12 @@ every other segment:
   outcome). With both arms weighted to equal total weight (treated 0.5 / e, control 0.5 / (1 − e),
   e the treated share), P(z = 1 | x) = (1 + p₁(x) − p₀(x)) / 2, so uplift = 2 P(z = 1 | x) − 1. One
   model on all rows, fitted to the effect directly.
+* `x_learner`: the T-learner's two response models impute each user's effect from the other arm
+  (treated: y − μ₀(x); control: μ₁(x) − y), a GBT regression per arm (`build_regression_pipeline`)
+  fits those effects, and uplift = e·τ₀(x) + (1 − e)·τ₁(x). Four fits; the effect is often a simpler
+  function than either response surface.
 
-`fit_uplift` chooses between them like the propensity search chooses GBT params: each learner fits
+`fit_uplift` chooses among them like the propensity search chooses GBT params: each learner fits
 on the older snapshots and is judged by its Qini coefficient on the newest two, then the winner is
 refitted on every snapshot (a tie keeps the first learner listed).
 """
