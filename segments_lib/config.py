@@ -677,8 +677,9 @@ def find_overlay(overlay: str | os.PathLike[str]) -> Path | Location | Traversab
     shipped = shipped_conf() / name
     if shipped.is_file():
         return shipped
+    # base.yaml and the segment definition files (segments*.yaml) are shipped beside the overlays.
     names = sorted(f.name.removesuffix(".yaml") for f in shipped_conf().iterdir()
-                   if f.name.endswith(".yaml") and f.name not in ("base.yaml", "segments.yaml"))
+                   if f.name.endswith(".yaml") and f.name != "base.yaml" and not f.name.startswith("segments"))
     raise ConfigError(f"{overlay}: config overlay not found: not a file, and neither {local} nor a shipped "
                       f"conf/{name} exists (shipped overlays: {', '.join(names)})")
 
