@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from importlib.metadata import version
@@ -327,14 +329,9 @@ def _champion_auc_pr_on(holdout_scored: DataFrame, holdout_features: DataFrame, 
 
 def _log_and_register(cfg: AppConfig, trained: TrainedModel, timer: StageTimer) -> TrainingOutcome:
     """One MLflow run (params, metrics, artifacts, drift baseline, model), then the registry and the champion."""
-    segment, calendar = trained.segment, trained.calendar
-    experiment_id = tracking.ensure_experiment(cfg.mlflow, segment.name)
-    name = tracking.registered_model_name(cfg.mlflow, segment.name)
-    tags = {**tracking.run_tags(segment.name, segment.kind, calendar.run_date),
-            tracking.TAG_DEFINITION: json.dumps(fingerprint(segment), sort_keys=True)}
-    tracking.retire_unfinished_runs(cfg.mlflow, segment.name, calendar.run_date)  # one version per night
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{segment.name}-{calendar.run_date}",
-                          tags=tags) as run:
+    calendar = trained.calendar
+    name = tracking.registered_model_name(cfg.mlflow, trained.segment.name)
+    with training_run(cfg, trained.segment, calendar, timer) as run:
         mlflow.log_params(_params(trained))
         mlflow.log_metrics({**trained.metrics, **_search_metrics(trained.fit)})
         with timer.stage("mlflow artifacts"), tempfile.TemporaryDirectory() as tmp:
@@ -342,10 +339,10 @@ def _log_and_register(cfg: AppConfig, trained: TrainedModel, timer: StageTimer) 
         with timer.stage("drift baseline"), tempfile.TemporaryDirectory() as tmp:
             _log_drift_baseline(Path(tmp), trained)
         with timer.stage("mlflow model"):
-            version = _log_model(trained, name)
+            version = log_registered_model(trained.final_model, trained.holdout_features.select(*trained.feature_cols),
+                                           name)
         with timer.stage("champion/challenger"):
             decision = _register_and_decide(cfg, trained, name, version)
-        mlflow.log_metrics({f"stage_seconds.{k.replace(' ', '_')}": v for k, v in timer.durations.items()})
     return TrainingOutcome(
         status=STATUS_TRAINED,
         reason=decision.reason,
@@ -361,11 +358,29 @@ def _log_and_register(cfg: AppConfig, trained: TrainedModel, timer: StageTimer) 
     )
 
 
-def _log_model(trained: TrainedModel, name: str) -> str:
-    """Log and register the calibrated model; its registered version."""
-    example = trained.holdout_features.select(*trained.feature_cols).limit(INPUT_EXAMPLE_ROWS).toPandas()
+@contextmanager
+def training_run(cfg: AppConfig, segment: SegmentDefinition, calendar: SnapshotCalendar,
+                 timer: StageTimer) -> Iterator[Any]:
+    """The MLflow run of one (segment, run date) training, with its tags and the definition fingerprint.
+
+    Unfinished runs of the same night are retired first (one version per night); the stage timings are
+    logged as the run's last metrics. Propensity and uplift training share it.
+    """
+    experiment_id = tracking.ensure_experiment(cfg.mlflow, segment.name)
+    tags = {**tracking.run_tags(segment.name, segment.kind, calendar.run_date),
+            tracking.TAG_DEFINITION: json.dumps(fingerprint(segment), sort_keys=True)}
+    tracking.retire_unfinished_runs(cfg.mlflow, segment.name, calendar.run_date)  # one version per night
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{segment.name}-{calendar.run_date}",
+                          tags=tags) as run:
+        yield run
+        mlflow.log_metrics({f"stage_seconds.{k.replace(' ', '_')}": v for k, v in timer.durations.items()})
+
+
+def log_registered_model(model: PipelineModel, features: DataFrame, name: str) -> str:
+    """Log and register a Spark ML pipeline with a signature and input example from `features`; its version."""
+    example = features.limit(INPUT_EXAMPLE_ROWS).toPandas()
     info = mlflow.spark.log_model(
-        trained.final_model, artifact_path="model", registered_model_name=name,
+        model, artifact_path="model", registered_model_name=name,
         signature=infer_signature(example), input_example=example,
         # Explicit requirements: inferring them starts a second Python process with its own Spark JVM.
         pip_requirements=model_requirements(),

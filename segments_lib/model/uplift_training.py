@@ -36,7 +36,6 @@ import mlflow.spark
 import numpy as np
 import pandas as pd
 import yaml
-from mlflow.models import infer_signature
 from pyspark.ml import PipelineModel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -52,15 +51,15 @@ from segments_lib.language.treatment import behaviour_events, treatment_flags
 from segments_lib.model import uplift_metrics
 from segments_lib.model.pipeline import SNAPSHOT_COL, feature_importances
 from segments_lib.model.training import (
-    INPUT_EXAMPLE_ROWS,
     KEYS,
     STATUS_SKIPPED,
     STATUS_TRAINED,
     TrainingOutcome,
-    model_requirements,
+    log_registered_model,
     reusable_outcome,
     segment_calendar,
     segment_yaml,
+    training_run,
 )
 from segments_lib.model.uplift import SCORE_COL, TREATED_COL, UpliftFit, fit_uplift
 from segments_lib.progress import StageTimer
@@ -264,27 +263,18 @@ def train_uplift_segment(spark: SparkSession, cfg: AppConfig, segment: SegmentDe
 
 def _log_and_register(cfg: AppConfig, trained: TrainedUplift, timer: StageTimer) -> TrainingOutcome:
     """One MLflow run (params, metrics, plots, levels, drift baseline, the model), then the registry."""
-    segment, calendar = trained.segment, trained.calendar
-    experiment_id = tracking.ensure_experiment(cfg.mlflow, segment.name)
-    name = tracking.registered_model_name(cfg.mlflow, segment.name)
-    tags = {**tracking.run_tags(segment.name, segment.kind, calendar.run_date),
-            tracking.TAG_DEFINITION: json.dumps(fingerprint(segment), sort_keys=True)}
-    tracking.retire_unfinished_runs(cfg.mlflow, segment.name, calendar.run_date)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{segment.name}-{calendar.run_date}",
-                          tags=tags) as run:
+    calendar = trained.calendar
+    name = tracking.registered_model_name(cfg.mlflow, trained.segment.name)
+    with training_run(cfg, trained.segment, calendar, timer) as run:
         mlflow.log_params(_params(trained))
         mlflow.log_metrics(trained.metrics)
         with timer.stage("mlflow artifacts"), tempfile.TemporaryDirectory() as tmp:
             _log_artifacts(Path(tmp), trained)
         with timer.stage("mlflow model"):
-            example = trained.holdout_features.select(*trained.feature_cols).limit(INPUT_EXAMPLE_ROWS).toPandas()
-            info = mlflow.spark.log_model(trained.pipeline, artifact_path="model", registered_model_name=name,
-                                          signature=infer_signature(example), input_example=example,
-                                          pip_requirements=model_requirements())
-            version = str(info.registered_model_version)
+            version = log_registered_model(trained.pipeline, trained.holdout_features.select(*trained.feature_cols),
+                                           name)
         with timer.stage("champion/challenger"):
             decision = _register_and_decide(cfg, trained, name, version)
-        mlflow.log_metrics({f"stage_seconds.{k.replace(' ', '_')}": v for k, v in timer.durations.items()})
     return TrainingOutcome(status=STATUS_TRAINED, reason=decision.reason, calendar=calendar, run_id=run.info.run_id,
                            model_name=name, model_version=version, model_uri=f"models:/{name}/{version}",
                            is_champion=decision.promoted, metrics=trained.metrics)
