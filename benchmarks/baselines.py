@@ -12,8 +12,9 @@ what happened in [D, D + H). On the same users and the same history (events befo
 
 * recency: the fewest days since the last purchase first (never-purchased last);
 * frequency: the most purchases in the past window first;
-* BG/NBD (`model.bgnbd`, Fader–Hardie–Lee 2005) fitted on every user's (x, t_x, T) before D, ranked by
-  the expected purchases in the next H;
+* BG/NBD (`model.bgnbd`, Fader–Hardie–Lee 2005) fitted on every user's (x, t_x, T) before D, ranked two
+  ways: by the expected purchases in the next H (`bgnbd`), and by the probability of at least one purchase
+  in the next H (`bgnbd_p_any`, which is the question the segment asks);
 * LightGBM on the project's own features and training rows (nulls as NaN; `is_unbalance` only when the
   segment's `training.class_weight` is `balanced`, so both learners see the same weighting);
 * the GBT's own score (`raw_gbt`), the raw score the calibrator reads (`raw`: for this `occurs` segment
@@ -62,8 +63,8 @@ RETAIL_HORIZONS = (7, 30, 90)
 DEMO_HORIZONS = (7, 30)
 LIGHTGBM = dict(n_estimators=200, learning_rate=0.03, num_leaves=15, min_child_samples=50, subsample=0.8,
                 subsample_freq=1, colsample_bytree=0.8, verbose=-1)
-RANKINGS = ("membership", "raw", "raw_gbt", "recency", "frequency", "bgnbd", "lightgbm")
-BASELINES = ("recency", "frequency", "bgnbd", "lightgbm")
+RANKINGS = ("membership", "raw", "raw_gbt", "recency", "frequency", "bgnbd", "bgnbd_p_any", "lightgbm")
+BASELINES = ("recency", "frequency", "bgnbd", "bgnbd_p_any", "lightgbm")
 
 
 def purchase_segment(horizon_days: int, past_window: timedelta, windows: tuple[timedelta, ...],
@@ -118,7 +119,7 @@ def lightgbm_scores(train: pd.DataFrame, scoring: pd.DataFrame, feature_cols: li
 
 
 def evaluate_cutoff(cfg: AppConfig, events: DataFrame, segment: SegmentDefinition, cutoff: date,
-                    dataset: str) -> dict[str, Any]:
+                    dataset: str, dump_dir: Path | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     calendar = segment_calendar(segment, cutoff)
     frame, feature_cols = build_training_frame(events, segment, calendar)
@@ -139,6 +140,7 @@ def evaluate_cutoff(cfg: AppConfig, events: DataFrame, segment: SegmentDefinitio
     params = bgnbd.fit_bgnbd(stats["x"], stats["t_x"], stats["T"])
     horizon_days = segment.prediction_window / timedelta(days=1)
     night_pd["bgnbd"] = bgnbd.expected_purchases(params, horizon_days, night_pd["x"], night_pd["t_x"], night_pd["T"])
+    night_pd["bgnbd_p_any"] = bgnbd.p_any(params, horizon_days, night_pd["x"], night_pd["t_x"], night_pd["T"])
     # Never purchased: recency is null; it sorts after every purchaser.
     night_pd["recency"] = -night_pd[recency_name(PURCHASE)].fillna(1e9)
     night_pd["frequency"] = night_pd[freq_name(segment.past_window, PURCHASE)]
@@ -150,6 +152,10 @@ def evaluate_cutoff(cfg: AppConfig, events: DataFrame, segment: SegmentDefinitio
     night_pd["membership"], night_pd["raw"] = night_pd["score"], night_pd[RAW_SCORE]
     night_pd["raw_gbt"] = night_pd[GBT_SCORE] if GBT_SCORE in night_pd else night_pd[RAW_SCORE]
 
+    if dump_dir is not None:  # every user's rankings, for analyses that need more than the summary
+        dump_dir.mkdir(parents=True, exist_ok=True)
+        night_pd[["user_id", "label", *RANKINGS]].to_parquet(
+            dump_dir / f"{dataset.replace(' ', '_')}_{cutoff.isoformat()}_{int(horizon_days)}d.parquet")
     y = night_pd["label"].to_numpy()
     result: dict[str, Any] = {
         "dataset": dataset, "cutoff": cutoff.isoformat(), "horizon_days": int(horizon_days),
@@ -229,7 +235,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             for cutoff in args.cutoffs or RETAIL_CUTOFFS:
                 if midnight_utc(cutoff) + timedelta(days=horizon) > midnight_utc(RETAIL_RUN_DATE):
                     continue  # the label window is not over on the last day of the data
-                result = evaluate_cutoff(cfg, events, segment, cutoff, "Online Retail")
+                result = evaluate_cutoff(cfg, events, segment, cutoff, "Online Retail", args.dump)
                 print(json.dumps(result, default=str), flush=True)
                 results.append(result)
         events.unpersist()
@@ -241,7 +247,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             # Three cutoffs a week apart whose label window closes by the end of the demo data.
             for back in (14, 7, 0):
                 cutoff = end - timedelta(days=horizon + back)
-                result = evaluate_cutoff(cfg, events, segment, cutoff, f"demo {args.users // 1000}k")
+                result = evaluate_cutoff(cfg, events, segment, cutoff, f"demo {args.users // 1000}k", args.dump)
                 print(json.dumps(result, default=str), flush=True)
                 results.append(result)
         events.unpersist()
@@ -258,6 +264,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=lambda s: s.split(","), default=["retail", "demo"])
     parser.add_argument("--horizons", type=lambda s: [int(v) for v in s.split(",")], default=None)
     parser.add_argument("--cutoffs", type=lambda s: [date.fromisoformat(v) for v in s.split(",")], default=None)
+    parser.add_argument("--dump", type=Path, default=None,
+                        help="directory for one parquet per cell: every user's label and rankings")
     parser.add_argument("--users", type=int, default=5000)
     parser.add_argument("--days", type=int, default=120)
     parser.add_argument("--search", action="store_true", help="run the time-based depth search (3 extra fits)")

@@ -78,7 +78,8 @@ def evaluate_segment(frame: DataFrame, feature_cols: list[str], segment: Segment
     holdout = frame.where(is_holdout_row(calendar, segment.training.seed))
     training = frame.where(is_training_row(calendar, segment.training.seed))
     start = time.perf_counter()
-    fit = fit_with_time_validation(training, feature_cols, segment.training, segment_blend_slugs(segment, feature_cols))
+    fit = fit_with_time_validation(training, feature_cols, segment.training, segment_blend_slugs(segment, feature_cols),
+                                   horizon_days=segment.prediction_window / timedelta(days=1))
     train_seconds = time.perf_counter() - start
     scored = fit.model.transform(holdout).select("user_id", RAW_SCORE, "label").persist()
     metrics = holdout_metrics(scored)

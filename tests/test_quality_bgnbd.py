@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from segments_lib.model.bgnbd import BgNbdParams, expected_purchases, fit_bgnbd, log_likelihood, p_alive
+from segments_lib.model.bgnbd import BgNbdParams, expected_purchases, fit_bgnbd, log_likelihood, p_alive, p_any
 
 
 def test_likelihood_of_a_customer_without_repeats_is_the_gamma_poisson_zero() -> None:
@@ -36,6 +36,26 @@ def test_expected_purchases_of_a_new_customer() -> None:
     # and 2F1(1, 1; 2; z) = -ln(1 - z) / z = 2 ln 2, so E = 2 * (1 - ln 2).
     value = expected_purchases(BgNbdParams(r=1, alpha=1, a=2, b=1), 1.0, np.array([0]), np.array([0]), np.array([0]))
     assert value[0] == pytest.approx(2 * (1 - math.log(2)))
+
+
+def test_p_any_is_p_alive_times_the_gamma_poisson_chance_of_an_event_in_the_horizon() -> None:
+    # r = 2, alpha = 3, a = b = 1, T = 7, t = 10. x = 0: alive, 1 − (10 / 20)^2 = 0.75.
+    # x = 1, t_x = 2: odds = a / (b + 0) · (10 / 5)^3 = 8, P(alive) = 1/9; 1/9 · (1 − (10 / 20)^3) = 7/72.
+    params = BgNbdParams(r=2, alpha=3, a=1, b=1)
+    value = p_any(params, 10.0, np.array([0, 1]), np.array([0, 2]), np.array([7, 7]))
+    assert value == pytest.approx([0.75, 7 / 72])
+
+
+def test_p_any_and_the_rate_can_rank_two_customers_oppositely() -> None:
+    # Over a long horizon the heavy buyer who may have lapsed (20 repeats, silent 15 days: P(alive) 0.42)
+    # has the higher expected rate (0.42 · 21 / 100 against 0.80 · 4 / 100), yet the light buyer who is
+    # surely alive (3 repeats, silent 5 days: 0.80) is the likelier to buy at all in 90 days (0.74 against
+    # 0.42): the reason the segment ranks by P(any).
+    params = BgNbdParams(r=1, alpha=10, a=1, b=3)
+    x, t_x, T = np.array([20, 3]), np.array([75, 85]), np.array([90, 90])
+    rate = p_alive(params, x, t_x, T) * (params.r + x) / (params.alpha + T)
+    chance = p_any(params, 90.0, x, t_x, T)
+    assert rate[0] > rate[1] and chance[0] < chance[1]
 
 
 def test_fit_recovers_the_parameters_of_simulated_customers() -> None:

@@ -29,6 +29,20 @@ def test_bgnbd_stage_adds_p_alive_and_rate_from_its_parameters(spark: SparkSessi
     assert out["w"] == (0.0, 0.0)
 
 
+def test_bgnbd_stage_with_a_horizon_adds_the_chance_of_an_event_within_it(spark: SparkSession) -> None:
+    # The parameters and users above, H = 12 days. u: P(alive) 3/11, λ | alive ~ Gamma(r + x = 3, α + T = 12),
+    # P(none in 12 days) = (12 / 24)^3 = 1/8, so 3/11 · 7/8. v: alive, Gamma(1, 12): 1 − 12/24 = 1/2.
+    # Never purchased: 0.
+    model = BgNbdModel(slugs=["buy"], fitted=json.dumps({"buy": {"r": 1.0, "alpha": 2.0, "a": 1.0, "b": 2.0}}),
+                       horizonDays=12.0)
+    schema = "user_id string, count_all__buy double, span_days__buy double, first_days__buy double"
+    frame = spark.createDataFrame([("u", 3.0, 4.0, 10.0), ("v", 1.0, 0.0, 10.0), ("w", 0.0, None, None)], schema)
+    out = {r.user_id: r.bgnbd_p_any__buy for r in model.transform(frame).collect()}
+    assert out == pytest.approx({"u": 3 / 11 * 7 / 8, "v": 0.5, "w": 0.0})
+    without = BgNbdModel(slugs=["buy"], fitted=json.dumps({"buy": {"r": 1.0, "alpha": 2.0, "a": 1.0, "b": 2.0}}))
+    assert "bgnbd_p_any__buy" not in without.transform(frame).columns
+
+
 def test_bgnbd_stage_fits_on_the_rows_it_is_given(spark: SparkSession) -> None:
     rows = [(f"u{i}", float(1 + i % 4), float(i % 4) * 10.0, 60.0) for i in range(200)]
     frame = spark.createDataFrame(rows, "user_id string, count_all__buy double, span_days__buy double, "
@@ -53,6 +67,15 @@ def test_pipeline_with_customer_base_columns_feeds_the_bgnbd_inputs_and_round_tr
     again = PipelineModel.load(str(tmp_path / "m"))
     assert ([r.raw_score for r in again.transform(frame).collect()]
             == [r.raw_score for r in model.transform(frame).collect()])
+    # With the segment's horizon the GBT also reads P(any in H), and the blend ranks by it; both survive a save.
+    horizon = build_pipeline(cols, tiny, seed=1, blend_slugs=["buy"], horizon_days=30.0).fit(weighted)
+    assert sorted(n for n, _ in feature_importances(horizon, cols)) == sorted(
+        [*cols, "bgnbd_p_alive__buy", "bgnbd_rate__buy", "bgnbd_p_any__buy"])
+    assert horizon.stages[-1].getOrDefault("family") == "bgnbd_p_any"
+    horizon.write().overwrite().save(str(tmp_path / "h"))
+    reloaded = PipelineModel.load(str(tmp_path / "h"))
+    assert ([r.raw_score for r in reloaded.transform(frame).collect()]
+            == [r.raw_score for r in horizon.transform(frame).collect()])
 
 
 def test_beyond_the_training_range_trees_are_flat_and_the_pace_ratio_keeps_old_customers_in_range(

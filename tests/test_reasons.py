@@ -59,6 +59,7 @@ TINY = GbtParams(max_iter=5, max_depth=2, min_instances_per_node=1, subsampling_
     ("bgnbd_rate__purchase_completed", 0.31 / 7, "BG/NBD: 0.31 expected Purchase Completed per week"),
     ("bgnbd_p_alive__purchase_completed", 0.83, "BG/NBD: 83% chance of still being an active Purchase Completed "
      "customer"),
+    ("bgnbd_p_any__purchase_completed", 0.4, "BG/NBD: 40% chance of Purchase Completed within the prediction window"),
     ("freq_7d__unknown_event", 2.0, "2 unknown event events in the last 7 days"),  # no display name: the slug
     ("mystery_feature", 1.5, "mystery_feature = 1.5"),
 ])

@@ -103,6 +103,18 @@ def p_alive(params: BgNbdParams, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) 
     return np.where(x > 0, 1.0 / (1.0 + odds), 1.0)
 
 
+def p_any(params: BgNbdParams, t: float, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """P(at least one purchase in (T, T + t] | x, t_x, T) = P(alive) · (1 − ((α + T) / (α + T + t))^(r + x)).
+
+    Alive at T, the rate's posterior is Gamma(r + x, α + T), and a dropout can only follow a purchase,
+    so "none in t" is that posterior's Laplace transform at t. The segment's `occurs` question.
+    """
+    x, t_x, T = _arrays(x, t_x, T)
+    r, alpha = params.r, params.alpha
+    silent = np.exp((r + x) * (np.log(alpha + T) - np.log(alpha + T + t)))
+    return p_alive(params, x, t_x, T) * (1.0 - silent)
+
+
 def expected_purchases(params: BgNbdParams, t: float, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
     """E[number of purchases in (T, T + t] | x, t_x, T] (FHL 2005 eq. 10); needs a > 1 for the closed form.
 

@@ -8,7 +8,10 @@ average ranks better than either at most (cutoff, horizon) cells. Probabilities 
 different scales, so each is first mapped to its quantile among the training rows (an empirical CDF
 with linear interpolation between stored knots), and the two quantiles are averaged:
 
-    raw_score = (1 − ε) · (½ · F_gbt(gbt_score) + ½ · F_rate(Σ bgnbd_rate__<target event>)) + ε · gbt_score
+    raw_score = (1 − ε) · (½ · F_gbt(gbt_score) + ½ · F_rate(Σ bgnbd_p_any__<target event>)) + ε · gbt_score
+
+where `bgnbd_p_any` is BG/NBD's probability of at least one occurrence within the segment's horizon
+(model.pipeline.BgNbdModel); models trained before it existed blend the instantaneous rate `bgnbd_rate`.
 
 The ε term (as in calibration) keeps users the GBT tells apart apart where both CDFs are flat (beyond
 the training range, or the many users with a zero rate); the (1 − ε) keeps the score in [0, 1] like a
@@ -58,8 +61,9 @@ def blend_slugs(target: Target, settings: TrainingSettings, customer_base_slugs:
     return [s for s in dict.fromkeys(slugs) if s in present]
 
 
-def rate_column(slugs: Sequence[str]) -> Column:
-    return sum((F.col(f"bgnbd_rate__{s}") for s in slugs[1:]), F.col(f"bgnbd_rate__{slugs[0]}"))
+def rate_column(slugs: Sequence[str], family: str = "bgnbd_rate") -> Column:
+    """The BG/NBD term the blend ranks by, summed over the target's events (a monotone stand-in for "any")."""
+    return sum((F.col(f"{family}__{s}") for s in slugs[1:]), F.col(f"{family}__{slugs[0]}"))
 
 
 def ecdf_knots(quantiles: Sequence[float], probabilities: Sequence[float]) -> list[tuple[float, float]]:
@@ -98,13 +102,20 @@ class _HasBlend(Params):
                      TypeConverters.toString)
     knots = Param(Params._dummy(), "knots", 'JSON {"score": [[x, F]...], "rate": [[x, F]...]}',
                   TypeConverters.toString)
+    family = Param(Params._dummy(), "family", "BG/NBD column family blended: bgnbd_rate or bgnbd_p_any",
+                   TypeConverters.toString)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._setDefault(family="bgnbd_rate")  # models saved before the parameter existed blended the rate
 
 
 class QuantileBlendModel(Model, _HasBlend, DefaultParamsReadable, DefaultParamsWritable):
     """Replaces `scoreCol` by the quantile average; the GBT's score is kept as `gbt_score`."""
 
     @keyword_only
-    def __init__(self, slugs: list[str] | None = None, scoreCol: str = "raw_score", knots: str = "{}") -> None:
+    def __init__(self, slugs: list[str] | None = None, scoreCol: str = "raw_score", knots: str = "{}",
+                 family: str = "bgnbd_rate") -> None:
         super().__init__()
         self._set(**self._input_kwargs)
 
@@ -114,7 +125,8 @@ class QuantileBlendModel(Model, _HasBlend, DefaultParamsReadable, DefaultParamsW
         gbt = F.col(GBT_SCORE)
         quantiles = (F.lit(0.5) * piecewise_linear([tuple(k) for k in knots["score"]], gbt)
                      + F.lit(0.5) * piecewise_linear([tuple(k) for k in knots["rate"]],
-                                                     rate_column(self.getOrDefault(self.slugs))))
+                                                     rate_column(self.getOrDefault(self.slugs),
+                                                                 self.getOrDefault(self.family))))
         blended = F.lit(1.0 - TIE_BREAK) * quantiles + F.lit(TIE_BREAK) * gbt
         return dataset.withColumn(GBT_SCORE, F.col(score_col)).withColumn(score_col, blended)
 
@@ -123,7 +135,8 @@ class QuantileBlend(Estimator, _HasBlend):
     """Stores the training rows' quantiles of the GBT score and of the summed BG/NBD rate."""
 
     @keyword_only
-    def __init__(self, slugs: list[str] | None = None, scoreCol: str = "raw_score") -> None:
+    def __init__(self, slugs: list[str] | None = None, scoreCol: str = "raw_score",
+                 family: str = "bgnbd_rate") -> None:
         super().__init__()
         self._set(**self._input_kwargs)
 
@@ -133,9 +146,11 @@ class QuantileBlend(Estimator, _HasBlend):
             raise ValueError("QuantileBlend needs at least one event slug")
         score_col = self.getOrDefault(self.scoreCol)
         probabilities = [float(p) for p in np.linspace(0.0, 1.0, QUANTILE_POINTS)]
-        columns = dataset.select(F.col(score_col).cast("double").alias("score"), rate_column(slugs).alias("rate"))
+        family = self.getOrDefault(self.family)
+        columns = dataset.select(F.col(score_col).cast("double").alias("score"),
+                                 rate_column(slugs, family).alias("rate"))
         score_q, rate_q = columns.approxQuantile(["score", "rate"], probabilities, QUANTILE_ERROR)
         if not score_q or not rate_q:
             raise ValueError("QuantileBlend: the training rows are empty")
         knots = {"score": ecdf_knots(score_q, probabilities), "rate": ecdf_knots(rate_q, probabilities)}
-        return QuantileBlendModel(slugs=slugs, scoreCol=score_col, knots=json.dumps(knots))
+        return QuantileBlendModel(slugs=slugs, scoreCol=score_col, knots=json.dumps(knots), family=family)

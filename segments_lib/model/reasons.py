@@ -228,6 +228,8 @@ def phrase(column: str, value: float | None, event_names: Mapping[str, str] | No
             return f"BG/NBD: {v:.0%} chance of still being an active {one} customer"
         if family == "bgnbd_rate":
             return f"BG/NBD: {_number(v * 7)} expected {one} per week"
+        if family == "bgnbd_p_any":
+            return f"BG/NBD: {v:.0%} chance of {one} within the prediction window"
     if len(slugs) == 2:
         first, then = event(slugs[0]), event(slugs[1])
         if family == "pair_mean_h":

@@ -281,7 +281,8 @@ def fit_and_calibrate(
     seed = segment.training.seed
     with timer.stage("fit"):
         fit = fit_with_time_validation(frame.where(is_training_row(calendar, seed)), feature_cols, segment.training,
-                                       segment_blend_slugs(segment, feature_cols))
+                                       segment_blend_slugs(segment, feature_cols),
+                                       horizon_days=segment.prediction_window / timedelta(days=1))
     with timer.stage("holdout metrics"):
         holdout = frame.where(is_holdout_row(calendar, seed))
         scored = fit.model.transform(holdout).select(*KEYS, RAW_SCORE, "label").persist()
