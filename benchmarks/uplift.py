@@ -12,9 +12,13 @@ when the oldest holdout window opens, so no training label sees a holdout outcom
 
 On the same held-out users, one ranking each:
 * uplift: each learner of `model.uplift` fitted on the training snapshots, and the one `fit_uplift`
-  chooses by validation Qini on the newest training snapshot;
-* propensity: today's likely_to_purchase GBT (`fit_with_time_validation`, treatment ignored);
-* engagement booster: today's engagement_booster target (a notification click in 7 days), its GBT;
+  chooses by validation Qini on the newest training snapshots, with the GBT settings of the shipped
+  uplift segment (conf/segments_uplift.yaml, campaign_responders; `--learner-gbt propensity` for
+  likely_to_purchase's, as the runs before 2026-12-04's third session did);
+* propensity: today's likely_to_purchase GBT (`fit_with_time_validation`, treatment ignored, its own
+  GBT settings from conf/segments.yaml);
+* engagement booster: today's engagement_booster target (a notification click in 7 days), its GBT with
+  its own settings;
 * random: uniform scores (the Qini of one draw, and the mean of 200 draws);
 * oracle: the generator's true uplift.
 Qini coefficient, the expected Qini coefficient from the true uplift (`expected_qini`: free of outcome
@@ -55,6 +59,8 @@ from segments_lib.store.session import build_session
 
 WORK = Path(__file__).resolve().parent / "_work"
 KEYS = ["snapshot_time", "user_id"]
+UPLIFT_SEGMENTS = Path(__file__).resolve().parent.parent / "conf" / "segments_uplift.yaml"
+UPLIFT_SEGMENT = "campaign_responders"
 
 
 def campaign_events(spark: SparkSession, users: int, days: int, end: date, seed: int) -> DataFrame:
@@ -113,10 +119,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     end = date.fromisoformat(cfg.demo.end_date)
     segments = {s.name: s for s in load_segments(cfg.segments_file, cfg.precision_levels)}
     segment = segments["likely_to_purchase"]
-    # One fit per model (the learners differ, not their params); the treatment makes it an uplift segment.
-    gbt = replace(segment.training.gbt, **{k: v for k, v in (("max_depth", args.max_depth), ("max_iter", args.max_iter),
-                                                           ("min_instances_per_node", args.min_instances))
-                                          if v is not None})
+    # The learners fit with the shipped uplift segment's GBT settings (or likely_to_purchase's with
+    # --learner-gbt propensity), each propensity model with its own segment's: every ranking as it ships.
+    shipped = {s.name: s for s in load_segments(UPLIFT_SEGMENTS, cfg.precision_levels)}[UPLIFT_SEGMENT]
+    base_gbt = shipped.training.gbt if args.learner_gbt == "uplift" else segment.training.gbt
+    gbt = replace(base_gbt, **{k: v for k, v in (("max_depth", args.max_depth), ("max_iter", args.max_iter),
+                                                ("min_instances_per_node", args.min_instances))
+                               if v is not None})
+    propensity_settings = {label: replace(segments[name].training, search=())
+                           for name, label in (("likely_to_purchase", "label"), ("engagement_booster", "click_label"))}
     segment = replace(segment, kind="uplift", training=replace(segment.training, search=(), gbt=gbt),
                       treatment=Treatment((demo_campaigns.CAMPAIGN_SENT,), timedelta(days=1)))
     click_target = segments["engagement_booster"].target
@@ -176,7 +187,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name, label, column in (("propensity: likely_to_purchase", "label", "purchase_propensity"),
                                 ("propensity: engagement_booster", "click_label", "click_propensity")):
         start = time.perf_counter()
-        fit = fit_with_time_validation(training.withColumn("label", F.col(label)), feature_cols, segment.training)
+        fit = fit_with_time_validation(training.withColumn("label", F.col(label)), feature_cols,
+                                       propensity_settings[label])
         timings[f"fit_{label}"] = time.perf_counter() - start
         judged(name, scored(fit.model.transform(holdout_rows), RAW_SCORE, column))
     rng = np.random.default_rng(11)
@@ -236,9 +248,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train", type=int, default=8, help="training campaign days")
     parser.add_argument("--holdout", type=int, default=2, help="held-out campaign days (the newest)")
     parser.add_argument("--replicas", type=int, default=64, help="ground-truth Monte Carlo replicas per user")
-    parser.add_argument("--max-depth", type=int, help="GBT max_depth of every model (default: the segment's)")
-    parser.add_argument("--max-iter", type=int, help="GBT max_iter of every model (default: the segment's)")
-    parser.add_argument("--min-instances", type=int, help="GBT min_instances_per_node (default: the segment's)")
+    parser.add_argument("--learner-gbt", choices=("uplift", "propensity"), default="uplift",
+                        help="the learners' GBT settings: conf/segments_uplift.yaml's campaign_responders (default) "
+                             "or likely_to_purchase's (the runs before 2026-12-04's third session)")
+    parser.add_argument("--max-depth", type=int, help="GBT max_depth of the learners (default: --learner-gbt's)")
+    parser.add_argument("--max-iter", type=int, help="GBT max_iter of the learners (default: --learner-gbt's)")
+    parser.add_argument("--min-instances", type=int, help="GBT min_instances_per_node of the learners")
     parser.add_argument("--out", default="uplift.json", help="result file name under benchmarks/_work")
     run(parser.parse_args(argv))
 
