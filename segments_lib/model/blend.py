@@ -132,7 +132,7 @@ class QuantileBlendModel(Model, _HasBlend, DefaultParamsReadable, DefaultParamsW
 
 
 class QuantileBlend(Estimator, _HasBlend):
-    """Stores the training rows' quantiles of the GBT score and of the summed BG/NBD rate."""
+    """Stores the training rows' quantiles of the GBT score and of the summed BG/NBD term (`family`)."""
 
     @keyword_only
     def __init__(self, slugs: list[str] | None = None, scoreCol: str = "raw_score",
