@@ -53,7 +53,9 @@ def main() -> int:
     again = PipelineModel.load(str(folder / "pipeline")).transform(rows).select("probability").limit(20).collect()
     print(f"transform: ok; save and load: {'same probabilities' if again == scored else 'DIFFERENT probabilities'}")
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
-    with mlflow.start_run():
+    # The store's default artifact root is ./mlruns under the current directory: keep the artifacts here too.
+    experiment = mlflow.create_experiment("xgboost-smoke", artifact_location=(folder / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=experiment):
         info = mlflow.spark.log_model(model, artifact_path="model",
                                       pip_requirements=[f"xgboost=={xgboost.__version__}"])
     reloaded = mlflow.spark.load_model(info.model_uri).transform(rows).select("probability").limit(20).collect()
