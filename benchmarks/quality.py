@@ -5,7 +5,7 @@
 
 For each demo segment (conf/segments.yaml) at run date = the demo end date:
 the training frame is built exactly as training does (`training.build_training_frame`: one feature
-pass, labels, eligibility), the GBT is fitted with the time-based search (`model.fit_with_time_validation`)
+pass, labels, eligibility), the GBT is fitted with the time-based search (`training.fit_segment`)
 on the training rows (`training.is_training_row`: the older snapshots and half of the calibration
 snapshot's users), and the holdout (the other half of the calibration snapshot) is scored. On the same holdout users:
 * Bayes-optimal AUC: the generator's true probability (`demo.ground_truth`) at the calibration snapshot
@@ -38,12 +38,12 @@ from segments_lib.language.definitions import SegmentDefinition
 from segments_lib.language.segment_config import load_segments
 from segments_lib.language.snapshots import SnapshotCalendar
 from segments_lib.model.evaluation import holdout_metrics
-from segments_lib.model.pipeline import RAW_SCORE, fit_with_time_validation
+from segments_lib.model.pipeline import RAW_SCORE
 from segments_lib.model.training import (
     build_training_frame,
+    fit_segment,
     is_holdout_row,
     is_training_row,
-    segment_blend_slugs,
     segment_calendar,
 )
 from segments_lib.store.session import build_session
@@ -78,8 +78,7 @@ def evaluate_segment(frame: DataFrame, feature_cols: list[str], segment: Segment
     holdout = frame.where(is_holdout_row(calendar, segment.training.seed))
     training = frame.where(is_training_row(calendar, segment.training.seed))
     start = time.perf_counter()
-    fit = fit_with_time_validation(training, feature_cols, segment.training, segment_blend_slugs(segment, feature_cols),
-                                   horizon_days=segment.prediction_window / timedelta(days=1))
+    fit = fit_segment(training, feature_cols, segment)
     train_seconds = time.perf_counter() - start
     scored = fit.model.transform(holdout).select("user_id", RAW_SCORE, "label").persist()
     metrics = holdout_metrics(scored)

@@ -259,8 +259,15 @@ def train_from_frame(
 
 
 def segment_blend_slugs(segment: SegmentDefinition, feature_cols: list[str]) -> list[str]:
-    """The target events whose BG/NBD rate joins the GBT's score (model.blend); empty: the GBT alone."""
+    """The target events whose BG/NBD term joins the GBT's score (model.blend); empty: the GBT alone."""
     return blend_slugs(segment.target, segment.training, base_slugs(feature_cols))
+
+
+def fit_segment(training_rows: DataFrame, feature_cols: list[str], segment: SegmentDefinition) -> FitResult:
+    """The segment's time-validated fit: its training settings, its blend events and its horizon."""
+    return fit_with_time_validation(training_rows, feature_cols, segment.training,
+                                    segment_blend_slugs(segment, feature_cols),
+                                    horizon_days=segment.prediction_window / timedelta(days=1))
 
 
 def fit_and_calibrate(
@@ -280,9 +287,7 @@ def fit_and_calibrate(
     timer = timer or StageTimer(log, prefix=f"[{segment.name}] ")
     seed = segment.training.seed
     with timer.stage("fit"):
-        fit = fit_with_time_validation(frame.where(is_training_row(calendar, seed)), feature_cols, segment.training,
-                                       segment_blend_slugs(segment, feature_cols),
-                                       horizon_days=segment.prediction_window / timedelta(days=1))
+        fit = fit_segment(frame.where(is_training_row(calendar, seed)), feature_cols, segment)
     with timer.stage("holdout metrics"):
         holdout = frame.where(is_holdout_row(calendar, seed))
         scored = fit.model.transform(holdout).select(*KEYS, RAW_SCORE, "label").persist()
