@@ -200,7 +200,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     WORK.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"snapshot_date": holdout["snapshot_date"].astype(str), "user_id": holdout["user_id"],
                   "treated": holdout[TREATED_COL], "label": holdout["label"], "true_uplift": holdout["true_uplift"],
-                  **{name: values for name, values in ranked.items()}}).to_parquet(scores_path)
+                  **ranked}).to_parquet(scores_path)
     top = chosen_score >= np.quantile(chosen_score, 0.9)
     t, y = holdout[TREATED_COL].to_numpy()[top], holdout["label"].to_numpy()[top]
     y_t, n_t, y_c, n_c = float((t * y).sum()), float(t.sum()), float(((1 - t) * y).sum()), float((1 - t).sum())
