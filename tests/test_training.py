@@ -21,7 +21,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType, TimestampType
 
 from segments_lib.language.definitions import GbtParams, Occurs, SegmentDefinition, TrainingSettings
-from segments_lib.model.training import segment_calendar, train_from_frame, train_segment
+from segments_lib.model.training import (
+    _data_profile,
+    feature_profile,
+    segment_calendar,
+    train_from_frame,
+    train_segment,
+)
 from segments_lib.store import tracking
 from tests.conftest import make_config
 
@@ -164,3 +170,33 @@ def test_skips_when_training_labels_are_one_class(spark: SparkSession, cfg) -> N
     assert outcome.reason.startswith("training labels are all one class (0 positives, 26 negatives)")
     assert mlflow.search_runs(search_all_experiments=True, filter_string="tags.segment = 'buyers'",
                               output_format="list") == []
+
+
+def test_data_profile_describes_the_held_out_rows_per_feature(spark: SparkSession) -> None:
+    # The holdout (module docstring): b4, b7, b8, b9 (days since purchase 5, 3, 4, 5; 2 purchases each)
+    # and n0, n2, n3, n8 (never bought: null recency, 0 purchases).
+    features, per_snapshot = _data_profile(frame(spark), FEATURES, segment_calendar(segment(), RUN_DATE), seed=3)
+    assert features.to_dict("records") == [
+        {"feature": "days_since_purchase", "null_share": 0.5, "min": 3.0, "mean": 4.25, "max": 5.0},
+        {"feature": "purchases_28d", "null_share": 0.0, "min": 0.0, "mean": 1.0, "max": 2.0},
+    ]
+    assert per_snapshot.to_dict("records") == [
+        {"snapshot_time": t.date().isoformat(), "rows": 20, "positives": 10}
+        for t in sorted((*TRAINING, CALIBRATION))
+    ]
+
+
+def records(profile) -> list[dict]:
+    """The profile's rows with a missing statistic as None (pandas holds it as NaN)."""
+    return profile.astype(object).where(profile.notna(), None).to_dict("records")
+
+
+def test_feature_profile_of_an_all_null_feature_and_of_no_rows(spark: SparkSession) -> None:
+    rows = spark.createDataFrame([("a", None, 1.0), ("b", None, 4.0)], "user_id string, never double, some double")
+    assert records(feature_profile(rows, ["some", "never"])) == [
+        {"feature": "some", "null_share": 0.0, "min": 1.0, "mean": 2.5, "max": 4.0},
+        {"feature": "never", "null_share": 1.0, "min": None, "mean": None, "max": None},
+    ]
+    empty = feature_profile(rows.limit(0), ["some"])
+    assert records(empty) == [{"feature": "some", "null_share": None, "min": None, "mean": None,
+                                         "max": None}]
