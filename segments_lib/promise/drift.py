@@ -69,22 +69,20 @@ def _bin_index(column: Column, cuts: list[float]) -> Column:
 def _histogram_counts(frame: DataFrame, columns: Sequence[str], cuts: Sequence[list[float]]) -> list[list[float]]:
     """Rows per right-closed bin of each column, then its null bin: one aggregation over `frame`.
 
-    Each column's bin index is projected once, so the aggregates only compare small integers.
+    Each column's bin index is projected once, then unpivoted to one (column, bin) row per cell and
+    counted per pair: a narrow aggregate Spark compiles, where a count per (column, bin) side by side
+    (over 200 for the 20 watched features and the score) ran without generated code.
     """
     indexed = frame.select(*[_bin_index(F.col(name), column_cuts).alias(f"b{j}")
                              for j, (name, column_cuts) in enumerate(zip(columns, cuts, strict=True))])
-    aggregates: list[Column] = []
-    for j, column_cuts in enumerate(cuts):
-        aggregates += [F.count_if(F.col(f"b{j}") == b).alias(f"c{j}_{b}") for b in range(len(column_cuts) + 1)]
-        aggregates.append(F.count_if(F.col(f"b{j}").isNull()).alias(f"c{j}_null"))
-    return _histograms(indexed.agg(*aggregates).first().asDict(), columns, cuts)
-
-
-def _histograms(row: dict, columns: Sequence[str], cuts: Sequence[list[float]]) -> list[list[float]]:
-    return [
-        [float(row[f"c{j}_{b}"]) for b in range(len(column_cuts) + 1)] + [float(row[f"c{j}_null"])]
-        for j, column_cuts in enumerate(cuts)
-    ]
+    bin_columns = [f"b{j}" for j in range(len(columns))]
+    counted = (indexed.unpivot([], bin_columns, "column", "bin")
+               .groupBy("column", "bin").agg(F.count(F.lit(1)).alias("n")).collect())
+    histograms = [[0.0] * (len(column_cuts) + 2) for column_cuts in cuts]
+    for row in counted:
+        histogram = histograms[int(row["column"][1:])]
+        histogram[-1 if row["bin"] is None else int(row["bin"])] += float(row["n"])
+    return histograms
 
 
 def psi_baseline(baseline: DataFrame, columns: Sequence[str], bins: int = 10,
