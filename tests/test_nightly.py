@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import date
 
 import pytest
@@ -75,20 +76,23 @@ def test_tiers_are_consistent_with_flags_and_scores(spark, night: AppConfig) -> 
     assert inconsistent.count() == 0
 
 
-def test_rerun_of_the_same_night_gives_identical_tables(spark, night: AppConfig) -> None:
+@pytest.mark.parametrize("rerun", [NIGHTS[0], RUN_DATE], ids=["the training night", "a scoring night"])
+def test_rerun_of_the_same_night_gives_identical_tables(spark, night: AppConfig, rerun: date) -> None:
+    """The training night scored with the pipeline it had just fitted (held in memory); its rerun loads the
+    champion from the store and must write the same rows, scores to the last bit included."""
     def snapshot() -> list[tuple]:
-        rows = _membership(spark, night).orderBy("segment", "user_id").collect()
+        rows = _membership(spark, night).orderBy("segment", "run_date", "user_id").collect()
         return [tuple(r) for r in rows]
 
     with restored_afterwards(spark, night.workspace.path):
         before = snapshot()
         version_before = tables.delta_version(spark, tables.output_path(night, tables.SEGMENT_MEMBERSHIP))
-        assert run_job(night, [RUN_DATE], None, "auto") == 0
+        assert run_job(night, [rerun], None, "auto") == 0
         assert snapshot() == before
         assert tables.delta_version(spark, tables.output_path(night, tables.SEGMENT_MEMBERSHIP)) > version_before
         runs = tables.read_output(spark, night, tables.SEGMENT_RUNS)
         assert runs.count() == 2 * len(NIGHTS)  # replaced, not appended
-        assert {r.retrained for r in _runs(spark, night).values()} == {False}  # the champion was reused
+        assert {r.retrained for r in _runs(spark, night, rerun).values()} == {False}  # the champion was reused
         backtest = tables.read_output(spark, night, tables.SEGMENT_BACKTEST)
         assert backtest.count() == backtest.select("segment", "scored_date", "level").distinct().count()
 
@@ -259,3 +263,18 @@ def _fail_one_segment_and_check_the_other(spark, night: AppConfig) -> None:
     assert runs["likely_to_purchase"].status in ("ok", "precision_unreachable")
     # The failed night left the previous membership of the failed segment in place.
     assert _membership(spark, night).where("segment = 'engagement_booster'").count() > 0
+
+
+def test_the_night_scores_with_the_pipeline_it_trained_only_for_that_version() -> None:
+    from pyspark.ml import PipelineModel
+
+    from segments_lib.job.stages import Training
+    from segments_lib.store.tracking import ChampionInfo
+
+    fitted = PipelineModel(stages=[])
+    registered = ChampionInfo("segments_x", "models:/segments_x/3", "3", "run3", RUN_DATE, {}, None, ())
+    tonight = Training(retrained=True, model_version="3", pipeline=fitted)
+    assert tonight.pipeline_of(registered) is fitted
+    assert tonight.pipeline_of(replace(registered, version="2", model_uri="models:/segments_x/2")) is None
+    assert tonight.pipeline_of(replace(registered, source="champion_copy")) is None
+    assert Training(model_version="3").pipeline_of(registered) is None  # a reused run: load it

@@ -203,6 +203,13 @@ class Training:
     retrain_reason: str = ""
     model_version: str | None = None  # the version tonight trained or reused
     skipped: str | None = None  # the training's reason when the data cannot train a model: a skipped night
+    pipeline: PipelineModel | None = None  # the fitted pipeline of `model_version`, when tonight trained it
+
+    def pipeline_of(self, model: ChampionInfo) -> PipelineModel | None:
+        """Tonight's fitted pipeline if `model` is the version it was logged as, else None (load it)."""
+        if self.pipeline is None or model.source == champion_copy.SOURCE or model.version is None:
+            return None
+        return self.pipeline if str(model.version) == self.model_version else None
 
 
 def train(night: Night, decision: Decision) -> Training:
@@ -219,7 +226,7 @@ def train(night: Night, decision: Decision) -> Training:
     skipped = outcome.status == TRAINING_SKIPPED
     return Training(retrained=outcome.status != STATUS_REUSED, retrain_reason=why,
                     model_version=None if skipped else outcome.model_version,
-                    skipped=outcome.reason if skipped else None)
+                    skipped=outcome.reason if skipped else None, pipeline=outcome.pipeline)
 
 
 def scoring_model(night: Night, training: Training) -> ChampionInfo | None:
@@ -284,8 +291,13 @@ class Scored:
     membership: DataFrame  # tonight's segment_membership rows (MEMBERSHIP_SCHEMA)
 
 
-def score_night(night: Night, model: ChampionInfo, features: NightFeatures) -> Scored:
-    """Score tonight's eligible users and turn the scores into membership rows at every level."""
+def score_night(night: Night, model: ChampionInfo, features: NightFeatures,
+                pipeline: PipelineModel | None = None) -> Scored:
+    """Score tonight's eligible users and turn the scores into membership rows at every level.
+
+    `pipeline` is `model`'s fitted pipeline when this night trained it; otherwise it is loaded from the
+    store (or the champion copy). Loading a Spark pipeline reads every stage back with Spark jobs.
+    """
     cfg, segment = night.cfg, night.segment
     ctx = ScoringContext(
         segment=segment.name, run_date=night.run_date, segment_level=segment.level_name(),
@@ -295,7 +307,7 @@ def score_night(night: Night, model: ChampionInfo, features: NightFeatures) -> S
         control_experiment=cfg.nightly.control_experiment,
     )
     with night.timer.stage("score"):
-        pipeline = scoring_pipeline(model)
+        pipeline = pipeline if pipeline is not None else scoring_pipeline(model)
         scores = score_model(night.spark, model, features.frame, pipeline).persist()
         # Materialised here, so tonight's features and scores are this stage's time and the reasons
         # stage's is the members' own; later stages read the same cached rows either way.
@@ -563,7 +575,7 @@ def score_and_check(night: Night, training: Training, model: ChampionInfo) -> Se
     """features → score → write → checks with `model`, then the night's `segment_runs` row."""
     model = with_segment_level(night, model)
     features = featurize(night, model)
-    scored = score_night(night, model, features)
+    scored = score_night(night, model, features, training.pipeline_of(model))
     written = write_night(night, model, scored)
     checked = check_night(night, model, features, scored, written)
     scored.scores.unpersist()

@@ -75,6 +75,9 @@ class TrainingOutcome:
     metrics: dict[str, float] = field(default_factory=dict)
     thresholds: dict[str, calibration.ThresholdChoice] = field(default_factory=dict)
     curve: pd.DataFrame | None = None
+    # The fitted pipeline just logged as `model_version` (trained runs only): the night that trained it
+    # scores with it instead of loading the same stages back from the store.
+    pipeline: PipelineModel | None = None
 
 
 @dataclass(frozen=True)
@@ -361,6 +364,7 @@ def _log_and_register(cfg: AppConfig, trained: TrainedModel, timer: StageTimer) 
         metrics=trained.metrics,
         thresholds=trained.choices,
         curve=trained.curve,
+        pipeline=trained.final_model,
     )
 
 
