@@ -133,6 +133,8 @@ def test_a_night_after_new_source_days_rewrites_only_those_and_the_late_days(spa
     assert (second.counts["total"], second.counts["valid"], second.counts[ev.NULL_USER_ID]) == (8, 8, 0)
     after = files_by_day(spark, cfg)
     assert sorted(after) == [date(2026, 5, 1) + i * DAY for i in range(12)]
+    # Optimized write: one file per day, however many tasks held the day's rows.
+    assert {day: len(files) for day, files in after.items()} == {day: 1 for day in after}
     assert all(after[day] == before[day] for day in before if day < date(2026, 5, 9))  # same files: untouched
     assert all(after[day] != before[day] for day in (date(2026, 5, 9), date(2026, 5, 10)))
     (commit,) = spark.sql(f"DESCRIBE HISTORY delta.`{cfg.events.validated_path}` LIMIT 1").collect()

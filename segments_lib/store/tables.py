@@ -184,12 +184,15 @@ def replace_where(
     properties: Mapping[str, str] | None = None,
     description: str | None = None,
     merge_schema: bool = False,
+    optimize_write: bool = False,
 ) -> None:
     """Atomically replace the rows matching the SQL `predicate` with `df` (creating the table if needed):
     one Delta commit, so a reader sees the old rows or the new ones, never a mix.
 
     `merge_schema` lets a newer release add columns to a table an older one created (additive only:
-    a changed type still fails)."""
+    a changed type still fails). `optimize_write` turns on Delta's optimized write: one shuffle on the
+    partition columns that bins each partition's rows into files of a target size, so a partitioned
+    table gets one file per small partition instead of one per partition per task."""
     path = str(path)
     spark = df.sparkSession
     if properties and is_delta_table(spark, path):
@@ -199,6 +202,8 @@ def replace_where(
 
     def write() -> None:
         writer = df.write.format("delta").option("replaceWhere", predicate)
+        if optimize_write:
+            writer = writer.option("optimizeWrite", "true")
         if not is_delta_table(spark, path):
             writer = writer.mode("overwrite")
             if partition_by:
