@@ -207,9 +207,9 @@ class Training:
 
     def pipeline_of(self, model: ChampionInfo) -> PipelineModel | None:
         """Tonight's fitted pipeline if `model` is the version it was logged as, else None (load it)."""
-        if self.pipeline is None or model.source == champion_copy.SOURCE or model.version is None:
+        if self.pipeline is None or model.source == champion_copy.SOURCE:
             return None
-        return self.pipeline if str(model.version) == self.model_version else None
+        return self.pipeline if model.version == self.model_version else None
 
 
 def train(night: Night, decision: Decision) -> Training:
