@@ -18,6 +18,9 @@ RUNTIME = [
     "scipy>=1.11",  # Clopper–Pearson bounds (segments_lib.promise.calibration)
     "deltalake>=1.0",  # writes the generated demo events without Spark (tables.write_arrow_delta)
     "plotly>=5.20",  # the nightly segment report: one self-contained HTML file (jobs.report)
+    # `training.trainer: xgboost` (segments_lib/model/trainers.py): xgboost's own Spark estimator. The -cpu
+    # wheel is 5.6 MB without the CUDA runtime (the `xgboost` wheel pulls in nvidia-nccl-cu12, about 200 MB).
+    "xgboost-cpu>=3.1,<4",
 ]
 
 # Object storage (s3a:// locations): MLflow uploads and downloads S3 artifacts with boto3. Spark's S3A

@@ -12,7 +12,7 @@ import pytest
 from segments_lib.config import AppConfig
 from segments_lib.job.runner import retrain_decision, run_job
 from segments_lib.language.definitions import AnyOf, Occurs, SegmentDefinition, TrainingSettings, Treatment
-from segments_lib.language.fingerprint import PARTS, changed_parts, fingerprint
+from segments_lib.language.fingerprint import PARTS, changed_parts, fingerprint, question_changes
 from segments_lib.locations import Location
 from segments_lib.store import tables, tracking
 from tests.conftest import DEMO_END, SHARED_WORKSPACE_GROUP, TRAINED_NIGHTS
@@ -48,6 +48,20 @@ def test_each_part_of_the_definition_has_its_own_hash_and_cosmetic_changes_keep_
     # An uplift segment asks who reaches the target because of its treatment: another question.
     assert changed(kind="uplift", treatment=Treatment(("Campaign Sent",))) == ["target"]
     assert changed_parts(None, before) == []  # a model from before fingerprints: nothing to compare
+
+
+def test_a_new_trainer_retrains_but_asks_the_same_question() -> None:
+    before = fingerprint(BASE)
+    xgboost = fingerprint(dataclasses.replace(BASE, training=dataclasses.replace(BASE.training, trainer="xgboost")))
+    assert changed_parts(before, xgboost) == ["trainer"]  # a new model: retrain, never reuse
+    assert question_changes(before, xgboost) == []  # but the champion is compared with it, not replaced
+    both = fingerprint(dataclasses.replace(BASE, prediction_window=timedelta(days=14),
+                                           training=dataclasses.replace(BASE.training, trainer="xgboost")))
+    assert question_changes(before, both) == ["windows"]
+    # A champion fingerprinted before the trainer part existed was a Spark GBT: unchanged for a GBT segment.
+    older = {part: digest for part, digest in before.items() if part != "trainer"}
+    assert changed_parts(older, before) == []
+    assert changed_parts(older, xgboost) == ["trainer"]
 
 
 def test_a_changed_definition_retrains_first_whatever_the_retrain_clock() -> None:

@@ -21,7 +21,7 @@ from segments_lib.model.pipeline import (
     FEATURES_VECTOR,
     NEVER_SENTINEL,
     build_pipeline,
-    gbt_stage,
+    ensemble_stage,
     with_class_weights,
 )
 from segments_lib.model.reasons import phrase, read_forest, shap_values, with_reasons
@@ -92,7 +92,7 @@ def one_informative(spark: SparkSession) -> tuple[PipelineModel, DataFrame]:
 def test_one_informative_feature_is_every_reason(one_informative) -> None:
     model, frame = one_informative
     x, margin = _margins(model, frame)
-    forest = read_forest(gbt_stage(model))
+    forest = read_forest(ensemble_stage(model))
     phi = shap_values(forest, x)
     # Constant features are never split on: all of the margin's distance from its mean is the frequency's.
     assert np.all(phi[:, 1:] == 0.0)
@@ -132,7 +132,7 @@ def test_shap_matches_brute_force_shapley_and_spark_margin(spark: SparkSession) 
     columns = [FREQ, RECENCY, CONST]
     model = _fit(spark, rows, columns)
     x, margin = _margins(model, spark.createDataFrame([r[:4] for r in rows], ["user_id", *columns]))
-    gbt = gbt_stage(model)
+    gbt = ensemble_stage(model)
     forest = read_forest(gbt)
     phi = shap_values(forest, x)
     assert (np.abs(phi) > 1e-6).any(axis=0).sum() >= 2  # the trees really split on several features
@@ -160,7 +160,7 @@ def test_a_model_without_gbt_gets_null_reasons(spark: SparkSession, caplog: pyte
     with caplog.at_level(logging.WARNING, logger="segments_lib.model.reasons"):
         row = with_reasons(frame, no_gbt, [FREQ]).first()
     assert (row.reason_1, row.reason_2, row.reason_3) == (None, None, None)
-    assert "no GBT stage" in caplog.text
+    assert "no tree ensemble to explain" in caplog.text
 
 
 def test_membership_keeps_reasons_of_members_only(spark: SparkSession) -> None:

@@ -355,3 +355,13 @@ def test_gbt_feature_subset_rejects_anything_else() -> None:
     fails(with_change(0, "training.gbt.feature_subset", "half"),
           "segments.yaml: segments[0] 'likely_to_purchase': training.gbt.feature_subset: must be one of all, "
           "onethird, sqrt, log2 or a fraction in (0, 1], found str 'half'")
+
+
+def test_training_trainer_is_gbt_unless_set_and_only_a_known_one() -> None:
+    (segment, *_) = parse(shipped())
+    assert segment.training.trainer == "gbt"
+    (segment, *_) = parse(with_change(0, "training.trainer", "xgboost"))
+    assert segment.training.trainer == "xgboost"
+    fails(with_change(0, "training.trainer", "lightgbm"),
+          "segments.yaml: segments[0] 'likely_to_purchase': training.trainer: must be one of gbt, xgboost, "
+          "found str 'lightgbm'")

@@ -11,6 +11,7 @@ held out at 2026-05-25: b4, b7, b8, b9, n0, n2, n3, n8 (8 users, 4 buyers); the 
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType, TimestampType
 
 from segments_lib.language.definitions import GbtParams, Occurs, SegmentDefinition, TrainingSettings
+from segments_lib.model.pipeline import ensemble_stage
+from segments_lib.model.trainers import is_xgboost_model
 from segments_lib.model.training import (
     _data_profile,
     feature_profile,
@@ -200,3 +203,29 @@ def test_feature_profile_of_an_all_null_feature_and_of_no_rows(spark: SparkSessi
     empty = feature_profile(rows.limit(0), ["some"])
     assert records(empty) == [{"feature": "some", "null_share": None, "min": None, "mean": None,
                                          "max": None}]
+
+
+@pytest.mark.timeout(2400)  # two trainings with MLflow logging
+def test_an_xgboost_champion_meets_a_gbt_challenger_on_the_same_holdout(spark: SparkSession, cfg) -> None:
+    gbt = segment()
+    xgb = dataclasses.replace(gbt, training=dataclasses.replace(gbt.training, trainer="xgboost"))
+    first = train_from_frame(spark, cfg, xgb, frame(spark), FEATURES, segment_calendar(xgb, RUN_DATE), 12)
+    assert first.status == "trained" and first.is_champion
+    assert first.metrics["auc_roc"] == pytest.approx(1.0)
+    assert mlflow.get_run(first.run_id).data.params["segment.training.trainer"] == "xgboost"
+    # The registered model is xgboost's, and it ranks recent buyers above never-buyers.
+    model = mlflow.spark.load_model(first.model_uri)
+    assert is_xgboost_model(ensemble_stage(model))
+    scored = {r.user_id: r.raw_score for r in model.transform(frame(spark).drop("label")).collect()
+              if r.snapshot_time.replace(tzinfo=timezone.utc) == CALIBRATION}
+    assert min(v for k, v in scored.items() if k.startswith("b")) > max(v for k, v in scored.items()
+                                                                        if k.startswith("n"))
+
+    # Next day a Spark GBT trained on flipped labels: another trainer asks the same question, so the
+    # challenger is judged against the xgboost champion on its holdout instead of replacing it.
+    next_day = timedelta(days=1)
+    worse = train_from_frame(spark, cfg, gbt, frame(spark, training_buyer_label=0, shift=next_day), FEATURES,
+                             segment_calendar(gbt, RUN_DATE + next_day), 13)
+    assert worse.status == "trained" and not worse.is_champion
+    assert worse.reason.endswith("< champion v1 1.0000")
+    assert tracking.load_champion(cfg.mlflow, "buyers").version == "1"

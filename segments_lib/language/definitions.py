@@ -177,6 +177,10 @@ class TrainingSettings:
     # the blend helps on real purchase logs and hurts on data where the windows already say it all;
     # "bgnbd": always blend; "none": the GBT alone.
     score_blend: str = "auto"
+    # The tree ensemble that learns the score: "gbt" is Spark ML's GBTClassifier, "xgboost" xgboost's own
+    # Spark estimator (model/trainers.py), the same `gbt` settings translated. Either way the same
+    # pipeline, calibration, thresholds, reasons and MLflow run follow.
+    trainer: str = "gbt"
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,10 @@ champion was trained ("target, training"), not only that something did. The name
 and precision level are not part of it: renaming nothing changes the model, and a level is a threshold
 on the same scores (the night computes a new level's threshold from the held-out evidence).
 `training.retrain_every`, `min_positives` and `min_negatives` only decide *when* to train, not what.
+
+`training.trainer` (Spark's GBT or xgboost) is a part of its own: a new trainer retrains, but the
+question stays the same, so its model must beat the champion on the same holdout to replace it
+(`question_changes`), where a changed target or window replaces a champion that answered another question.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from typing import Any
 
 from segments_lib.language.definitions import SegmentDefinition
 
-PARTS = ("target", "windows", "eligibility", "features", "training")
+PARTS = ("target", "windows", "eligibility", "features", "training", "trainer")
 _WHEN_NOT_WHAT = ("retrain_every", "min_positives", "min_negatives")
+_OWN_PART = ("trainer",)  # training settings hashed as parts of their own
+SAME_QUESTION = ("trainer",)  # parts whose change retrains but keeps the champion comparable
 
 
 def canonical(value: Any) -> Any:
@@ -39,7 +45,7 @@ def canonical(value: Any) -> Any:
 
 
 def definition_parts(segment: SegmentDefinition) -> dict[str, Any]:
-    training = {k: v for k, v in canonical(segment.training).items() if k not in _WHEN_NOT_WHAT}
+    training = {k: v for k, v in canonical(segment.training).items() if k not in (*_WHEN_NOT_WHAT, *_OWN_PART)}
     return {
         # An uplift segment's exposure is part of its question: who responds to *this* treatment.
         "target": canonical(segment.target) if segment.treatment is None else {
@@ -51,17 +57,30 @@ def definition_parts(segment: SegmentDefinition) -> dict[str, Any]:
                      "top_events": segment.top_events, "duration_pairs": canonical(segment.duration_pairs),
                      "history": canonical(segment.history)},
         "training": training,
+        "trainer": segment.training.trainer,
     }
 
 
 def fingerprint(segment: SegmentDefinition) -> dict[str, str]:
     """{part: first 16 hex digits of the sha256 of its canonical JSON}, for every part in PARTS."""
-    return {part: hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
-            for part, value in definition_parts(segment).items()}
+    return {part: _digest(value) for part, value in definition_parts(segment).items()}
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# What a model whose fingerprint predates a part was trained with: every model before `trainer` was a GBT.
+_BEFORE_THE_PART = {"trainer": _digest("gbt")}
 
 
 def changed_parts(trained_with: Mapping[str, str] | None, now: Mapping[str, str]) -> list[str]:
     """The parts that differ, in PARTS order; empty when equal or when the model predates fingerprints."""
     if not trained_with:
         return []
-    return [part for part in PARTS if trained_with.get(part) != now.get(part)]
+    return [part for part in PARTS if trained_with.get(part, _BEFORE_THE_PART.get(part)) != now.get(part)]
+
+
+def question_changes(trained_with: Mapping[str, str] | None, now: Mapping[str, str]) -> list[str]:
+    """The changed parts that make a champion answer another question (`changed_parts` less SAME_QUESTION)."""
+    return [part for part in changed_parts(trained_with, now) if part not in SAME_QUESTION]

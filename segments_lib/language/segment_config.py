@@ -59,7 +59,7 @@ ACCEPTED_KEYS: Mapping[str, tuple[str, ...]] = {
     "duration_pairs": ("first", "then", "within"),
     "eligible": ("active_in", "has_done", "not_done", "lookback"),
     "training": ("snapshots", "stride", "gbt", "search", "retrain_every", "min_positives", "min_negatives", "seed",
-                 "class_weight", "score_blend"),
+                 "class_weight", "score_blend", "trainer"),
     "gbt": tuple(f.name for f in fields(GbtParams)),
 }
 
@@ -346,11 +346,13 @@ def _training(node: _Node) -> TrainingSettings:
         seed=_optional(node, "seed", _int, 0) if node.has("seed") else base.seed,
         class_weight=_choice(node, "class_weight", CLASS_WEIGHTS, base.class_weight),
         score_blend=_choice(node, "score_blend", SCORE_BLENDS, base.score_blend),
+        trainer=_choice(node, "trainer", TRAINERS, base.trainer),
     )
 
 
 CLASS_WEIGHTS = ("none", "balanced")
 SCORE_BLENDS = ("auto", "bgnbd", "none")
+TRAINERS = ("gbt", "xgboost")
 
 
 def _choice(node: _Node, key: str, choices: tuple[str, ...], default: str) -> str:

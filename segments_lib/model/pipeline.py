@@ -1,4 +1,4 @@
-"""The segment model: a Spark ML pipeline around a GBTClassifier, chosen by a time-based search.
+"""The segment model: a Spark ML pipeline around a gradient-boosted tree classifier, chosen by a time-based search.
 
 Pipeline stages, in order:
 
@@ -8,7 +8,8 @@ Pipeline stages, in order:
    anything observed", which is what it means; counts are already 0 and pass through unchanged.
    No null reaches the assembler.
 2. `VectorAssembler` over the filled columns.
-3. `GBTClassifier(weightCol="weight", seed=seed)`.
+3. The tree ensemble `training.trainer` names (model/trainers.py): `GBTClassifier(weightCol="weight",
+   seed=seed)` by default, or xgboost's `SparkXGBClassifier` with the same settings translated.
 4. `PositiveProbability`: `raw_score = vector_to_array(probability)[1]` (Spark SQL has no
    `vector_to_array`, so a SQLTransformer cannot do it; this stage wraps the built-in column function).
 5. For an `occurs` target with BG/NBD columns, `QuantileBlend` (model/blend.py): `raw_score` becomes the
@@ -39,17 +40,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 from pyspark import keyword_only
 from pyspark.ml import Estimator, Model, Pipeline, PipelineModel, Transformer
-from pyspark.ml.classification import GBTClassificationModel, GBTClassifier
 from pyspark.ml.evaluation import BinaryClassificationEvaluator
 from pyspark.ml.feature import SQLTransformer, VectorAssembler
 from pyspark.ml.functions import vector_to_array
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
-from pyspark.ml.regression import GBTRegressionModel, GBTRegressor
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -58,6 +58,7 @@ from segments_lib.language.definitions import GbtParams, TrainingSettings
 from segments_lib.language.snapshots import as_utc
 from segments_lib.model.bgnbd import BgNbdParams, fit_bgnbd
 from segments_lib.model.blend import GBT_SCORE, QuantileBlend
+from segments_lib.model.trainers import check_trainer, classifier, ensemble_importances, is_ensemble, regressor
 
 log = logging.getLogger(__name__)
 
@@ -189,19 +190,20 @@ def never_fill_statement(feature_cols: list[str]) -> str:
 
 
 def build_pipeline(feature_cols: list[str], params: GbtParams, seed: int,
-                   blend_slugs: Sequence[str] = (), horizon_days: float = 0.0) -> Pipeline:
+                   blend_slugs: Sequence[str] = (), horizon_days: float = 0.0, trainer: str = "gbt") -> Pipeline:
     """The segment's pipeline; `blend_slugs` (model.blend.blend_slugs) adds the BG/NBD quantile blend.
 
     `horizon_days` (the segment's prediction window) adds BG/NBD's P(at least one in the horizon) as an
-    input, and the blend then ranks by it instead of the rate.
+    input, and the blend then ranks by it instead of the rate. `trainer` (model/trainers.py) names the
+    tree ensemble: Spark's GBT or xgboost's Spark estimator, with the same `params`.
     """
+    check_trainer(trainer)
     if not feature_cols:
         raise ValueError("build_pipeline needs at least one feature column")
     duplicates = sorted({c for c in feature_cols if feature_cols.count(c) > 1})
     if duplicates:
         raise ValueError(f"feature columns listed twice: {', '.join(duplicates)}")
-    gbt = GBTClassifier(featuresCol=FEATURES_VECTOR, labelCol=LABEL_COL, weightCol=WEIGHT_COL, seed=seed,
-                        **params.spark_params())
+    ensemble = classifier(trainer, params, seed, FEATURES_VECTOR, LABEL_COL, WEIGHT_COL)
     slugs = base_slugs(feature_cols)
     missing = [s for s in blend_slugs if s not in slugs]
     if missing:
@@ -210,7 +212,7 @@ def build_pipeline(feature_cols: list[str], params: GbtParams, seed: int,
     blend = [QuantileBlend(slugs=list(blend_slugs), scoreCol=RAW_SCORE, family=family)] if blend_slugs else []
     return Pipeline(stages=[
         *_input_stages(feature_cols, horizon_days),
-        gbt,
+        ensemble,
         PositiveProbability(inputCol="probability", outputCol=RAW_SCORE),
         *blend,
     ])
@@ -229,16 +231,17 @@ def _input_stages(feature_cols: list[str], horizon_days: float = 0.0) -> list:
     ]
 
 
-def build_regression_pipeline(feature_cols: list[str], params: GbtParams, seed: int) -> Pipeline:
-    """The segment's inputs with a GBT regressor (squared loss) writing its prediction to `raw_score`.
+def build_regression_pipeline(feature_cols: list[str], params: GbtParams, seed: int,
+                              trainer: str = "gbt") -> Pipeline:
+    """The segment's inputs with a tree regressor (squared loss) writing its prediction to `raw_score`.
 
     For targets that are not classes: the X-learner's imputed treatment effects (model.uplift).
     """
     if not feature_cols:
         raise ValueError("build_regression_pipeline needs at least one feature column")
-    gbt = GBTRegressor(featuresCol=FEATURES_VECTOR, labelCol=LABEL_COL, weightCol=WEIGHT_COL, seed=seed,
-                       predictionCol=RAW_SCORE, **params.spark_params())
-    return Pipeline(stages=[*_input_stages(feature_cols), gbt])
+    check_trainer(trainer)
+    ensemble = regressor(trainer, params, seed, FEATURES_VECTOR, LABEL_COL, WEIGHT_COL, RAW_SCORE)
+    return Pipeline(stages=[*_input_stages(feature_cols), ensemble])
 
 
 def with_class_weights(df: DataFrame, balanced: bool = True) -> tuple[DataFrame, float]:
@@ -340,7 +343,8 @@ def fit_with_time_validation(train_df: DataFrame, feature_cols: list[str], setti
         validation = data.where(F.col(SNAPSHOT_COL) == F.lit(validation_time)).persist()
         n_validation = validation.count()
         for params in candidates:
-            pipeline = build_pipeline(feature_cols, params, settings.seed, blend_slugs, horizon_days)
+            pipeline = build_pipeline(feature_cols, params, settings.seed, blend_slugs, horizon_days,
+                                      settings.trainer)
             scored = pipeline.fit(older).transform(validation)
             if judge_blend:
                 scored = scored.persist()
@@ -355,7 +359,7 @@ def fit_with_time_validation(train_df: DataFrame, feature_cols: list[str], setti
         chosen, blended = best.params, best.blended
     weighted, positive_weight = with_class_weights(data, balanced)
     model = build_pipeline(feature_cols, chosen, settings.seed, blend_slugs if blended else (),
-                           horizon_days).fit(weighted)
+                           horizon_days, settings.trainer).fit(weighted)
     n_train = data.count()
     return FitResult(
         model=model,
@@ -370,11 +374,12 @@ def fit_with_time_validation(train_df: DataFrame, feature_cols: list[str], setti
     )
 
 
-def gbt_stage(model: PipelineModel) -> GBTClassificationModel:
+def ensemble_stage(model: PipelineModel) -> Any:
+    """The fitted tree ensemble of either trainer (model/trainers.py): what reasons and importances read."""
     for stage in model.stages:
-        if isinstance(stage, GBTClassificationModel):
+        if is_ensemble(stage):
             return stage
-    raise ValueError("pipeline model has no GBTClassificationModel stage")
+    raise ValueError("pipeline model has no tree ensemble stage (Spark GBT or xgboost)")
 
 
 def model_inputs(model: PipelineModel, feature_cols: list[str]) -> list[str]:
@@ -386,9 +391,6 @@ def model_inputs(model: PipelineModel, feature_cols: list[str]) -> list[str]:
 
 def feature_importances(model: PipelineModel, feature_cols: list[str]) -> list[tuple[str, float]]:
     """(feature, importance) pairs over the GBT's inputs, most important first; importances sum to 1."""
-    ensembles = [st for st in model.stages if isinstance(st, (GBTClassificationModel, GBTRegressionModel))]
-    if not ensembles:
-        raise ValueError("pipeline model has no GBT stage")
-    weights = ensembles[0].featureImportances.toArray()
+    weights = ensemble_importances(ensemble_stage(model))
     names = model_inputs(model, feature_cols)
-    return sorted(zip(names, (float(w) for w in weights), strict=True), key=lambda kv: (-kv[1], kv[0]))
+    return sorted(zip(names, weights, strict=True), key=lambda kv: (-kv[1], kv[0]))

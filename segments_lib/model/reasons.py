@@ -1,8 +1,9 @@
 """Reasons per member: the three features that push a member's score up most, in plain words (issue 21 item 5).
 
-Method: exact path-dependent TreeSHAP (Lundberg et al. 2020) on the pipeline's Spark GBT, computed on
-the executors. The trees are read once on the driver through the JVM and broadcast; `mapInPandas`
-runs over the members' assembled feature vectors only (a small share of the scored users).
+Method: exact path-dependent TreeSHAP (Lundberg et al. 2020) on the pipeline's tree ensemble, computed on
+the executors. The trees are read once on the driver (Spark's GBT through the JVM, xgboost's booster
+from its JSON model) and broadcast; `mapInPandas` runs over the members' assembled feature vectors only
+(a small share of the scored users).
 
 Within one tree, a leaf's value reaches a coalition S of features with the path-dependent weight
 v · Π_{j∈S} o_j(x) · Π_{j∈U∖S} z_j, where U are the features split on along the leaf's path, o_j(x)
@@ -11,7 +12,8 @@ splits. That is a product game, so its Shapley value is closed-form:
 φ_i = v (o_i − z_i) Σ_k c_k k!(m−1−k)!/m!, with c_k the coefficients of Π_{j∈U∖i} (z_j + o_j t) and
 m = |U|. Summed over leaves and trees (times the tree weights) it equals what TreeSHAP's EXTEND /
 UNWIND recursion gives, vectorised over rows instead of recursing per row. Per row the values add up
-to the GBT's margin (Spark's rawPrediction[1]) minus the expected margin over the training covers.
+to the ensemble's margin (Spark's rawPrediction[1]; xgboost's margin less its base score) minus the
+expected margin over the training covers (xgboost's covers are hessian sums, as in its own `pred_contribs`).
 
 What is explained is the GBT's margin. The BG/NBD blend and the isotonic calibrator after it are
 monotone in it for a fixed user, so a feature pushing the margin up pushes the calibrated score up.
@@ -19,6 +21,7 @@ monotone in it for a fixed user, so a feature pushing the margin up pushes the c
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -29,14 +32,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from pyspark.ml import PipelineModel
-from pyspark.ml.classification import GBTClassificationModel
 from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from segments_lib.features.spec import event_slug
-from segments_lib.model.pipeline import FEATURES_VECTOR, NEVER_SENTINEL, gbt_stage, model_inputs
+from segments_lib.model.pipeline import FEATURES_VECTOR, NEVER_SENTINEL, ensemble_stage, model_inputs
+from segments_lib.model.trainers import ensemble_input_count, is_xgboost_model
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +52,10 @@ _POSITIVE = 1e-12
 @dataclass(frozen=True)
 class Split:
     feature: int
-    threshold: float | None  # continuous: x <= threshold goes left
+    threshold: float | None  # continuous: x <= threshold goes left (strict: float32(x) < threshold)
     left_categories: frozenset[float] | None  # categorical: x in the set goes left
     goes_left: bool  # the side this path takes
+    strict: bool = False  # xgboost's rule: the input as float32, strictly below the (float32) threshold
 
 
 @dataclass(frozen=True)
@@ -69,8 +73,49 @@ class Forest:
     expected_margin: float  # Σ leaf value × cover share: the margin of "no feature known"
 
 
-def read_forest(gbt: GBTClassificationModel) -> Forest:
-    """Every leaf of every tree with its path, read through the JVM on the driver (a few py4j calls a node)."""
+def read_forest(ensemble: Any) -> Forest:
+    """Every leaf of every tree of a fitted Spark GBT or xgboost model, with its path, read on the driver."""
+    if is_xgboost_model(ensemble):
+        return xgboost_forest(ensemble.get_booster().save_raw("json"))
+    return _spark_forest(ensemble)
+
+
+def xgboost_forest(model_json: bytes | str) -> Forest:
+    """The trees of an xgboost model (its JSON form: `Booster.save_raw("json")`), learning rate included.
+
+    A node i is a leaf when `left_children[i]` is -1, and then `split_conditions[i]` holds its value (xgboost
+    keeps the leaf value and the split threshold in one field). `sum_hessian` is the cover. Inputs are
+    never missing here (the pipeline fills nulls before the vector), so the default direction is unused.
+    """
+    model = json.loads(model_json)["learner"]
+    booster = model["gradient_booster"]
+    if booster.get("name") != "gbtree":
+        raise ValueError(f"reasons read gbtree boosters only, found {booster.get('name')!r}")
+    leaves: list[Leaf] = []
+    expected = 0.0
+    for tree in booster["model"]["trees"]:
+        left, right = tree["left_children"], tree["right_children"]
+        feature, condition, cover = tree["split_indices"], tree["split_conditions"], tree["sum_hessian"]
+        root_cover = float(cover[0])
+        stack: list[tuple[int, tuple[Split, ...], dict[int, float]]] = [(0, (), {})]
+        while stack:
+            node, path, zero = stack.pop()
+            if left[node] == -1:
+                value = float(condition[node])
+                leaves.append(Leaf(value, path, tuple(sorted(zero.items()))))
+                expected += value * float(cover[node]) / root_cover
+                continue
+            f = int(feature[node])
+            for child, goes_left in ((left[node], True), (right[node], False)):
+                share = float(cover[child]) / float(cover[node]) if cover[node] > 0 else 0.0
+                stack.append((child, (*path, Split(f, float(condition[node]), None, goes_left, strict=True)),
+                              {**zero, f: zero.get(f, 1.0) * share}))
+    n_features = int(model["learner_model_param"]["num_feature"])
+    return Forest(tuple(leaves), n_features, expected)
+
+
+def _spark_forest(gbt: Any) -> Forest:
+    """Spark GBT's trees, read through the JVM on the driver (a few py4j calls a node)."""
     leaves: list[Leaf] = []
     expected = 0.0
     for tree, weight in zip(gbt.trees, gbt.treeWeights, strict=True):
@@ -104,7 +149,12 @@ def read_forest(gbt: GBTClassificationModel) -> Forest:
 def _follows(x: np.ndarray, split: Split) -> np.ndarray:
     column = x[:, split.feature]
     categories = split.left_categories
-    left = column <= split.threshold if categories is None else np.isin(column, list(categories))
+    if categories is not None:
+        left = np.isin(column, list(categories))
+    elif split.strict:
+        left = column.astype(np.float32) < np.float32(split.threshold)
+    else:
+        left = column <= split.threshold
     return left if split.goes_left else ~left
 
 
@@ -269,18 +319,18 @@ def with_reasons(members_features: DataFrame, model: PipelineModel, feature_cols
     its inputs, gets null reasons and a warning, never an error.
     """
     try:
-        gbt = gbt_stage(model)
+        ensemble = ensemble_stage(model)
     except ValueError:
-        log.warning("reasons: the scoring model has no GBT stage to explain; reason_1..3 stay null")
+        log.warning("reasons: the scoring model has no tree ensemble to explain; reason_1..3 stay null")
         return _null_reasons(members_features)
     names = model_inputs(model, feature_cols)
-    if gbt.numFeatures != len(names):
-        log.warning("reasons: the GBT reads %d features but the pipeline names %d; reason_1..3 stay null",
-                    gbt.numFeatures, len(names))
+    if ensemble_input_count(ensemble) != len(names):
+        log.warning("reasons: the ensemble reads %d features but the pipeline names %d; reason_1..3 stay null",
+                    ensemble_input_count(ensemble), len(names))
         return _null_reasons(members_features)
-    # The stages before the GBT (null fill, BG/NBD, assembler) build exactly the vector it was trained on.
-    assembling = PipelineModel(stages=model.stages[: model.stages.index(gbt)])
-    forest = members_features.sparkSession.sparkContext.broadcast(read_forest(gbt))
+    # The stages before the ensemble (null fill, BG/NBD, assembler) build exactly the vector it was trained on.
+    assembling = PipelineModel(stages=model.stages[: model.stages.index(ensemble)])
+    forest = members_features.sparkSession.sparkContext.broadcast(read_forest(ensemble))
     slugs = {event_slug(e): e for e in event_names}
     keep = members_features.columns
     vectors = assembling.transform(members_features).select(*keep, vector_to_array(F.col(FEATURES_VECTOR))

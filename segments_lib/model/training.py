@@ -35,7 +35,7 @@ from segments_lib import plots
 from segments_lib.config import AppConfig
 from segments_lib.features.frame import eligible_features
 from segments_lib.language.definitions import SegmentDefinition, format_duration, segment_levels
-from segments_lib.language.fingerprint import changed_parts, fingerprint
+from segments_lib.language.fingerprint import fingerprint, question_changes
 from segments_lib.language.snapshots import SnapshotCalendar, snapshot_calendar
 from segments_lib.language.targets import build_labels
 from segments_lib.model.blend import blend_slugs
@@ -404,7 +404,9 @@ def _register_and_decide(cfg: AppConfig, trained: TrainedModel, name: str, versi
     segment, calendar, auc = trained.segment, trained.calendar, trained.metrics["auc_pr"]
     definition = fingerprint(segment)
     champion = tracking.champion_version(cfg.mlflow, segment.name)
-    changed = changed_parts(tracking.definition_tag(dict(champion.tags or {})), definition) if champion else []
+    # A new trainer answers the same question: its model is compared with the champion's like any other.
+    changed = (question_changes(tracking.definition_tag(dict(champion.tags or {})), definition)
+               if champion else [])
     # A champion of another definition is not compared: its labels meant something else.
     champion_auc = (_champion_auc_pr_on(trained.scored, trained.holdout_features, f"models:/{name}/{champion.version}")
                     if champion is not None and not changed else None)
@@ -415,8 +417,9 @@ def _register_and_decide(cfg: AppConfig, trained: TrainedModel, name: str, versi
 
 
 def model_requirements() -> list[str]:
-    """The packages a served copy of the model needs, pinned to what trained it."""
-    return [f"{name}=={version(name)}" for name in ("pyspark", "mlflow", "pandas", "numpy")]
+    """The packages a served copy of the model needs, pinned to what trained it (xgboost for either trainer:
+    the pins must not depend on the model, and the wheel is small)."""
+    return [f"{name}=={version(name)}" for name in ("pyspark", "mlflow", "pandas", "numpy", "xgboost-cpu")]
 
 
 def _params(trained: TrainedModel) -> dict[str, str]:

@@ -141,24 +141,28 @@ def treated_share(df: DataFrame) -> float:
     return t / n
 
 
-def fit_t_learner(data: DataFrame, feature_cols: list[str], params: GbtParams, seed: int) -> UpliftModel:
+def fit_t_learner(data: DataFrame, feature_cols: list[str], params: GbtParams, seed: int,
+                  trainer: str = "gbt") -> UpliftModel:
     share = treated_share(data)
     rows = data.withColumn(WEIGHT_COL, F.lit(1.0))
-    arms = tuple(build_pipeline(feature_cols, params, seed).fit(rows.where(F.col(TREATED_COL) == arm))
+    arms = tuple(build_pipeline(feature_cols, params, seed, trainer=trainer)
+                 .fit(rows.where(F.col(TREATED_COL) == arm))
                  for arm in (1, 0))
     return UpliftModel(T_LEARNER, share, arms)
 
 
 def fit_class_transformation(data: DataFrame, feature_cols: list[str], params: GbtParams,
-                             seed: int) -> UpliftModel:
+                             seed: int, trainer: str = "gbt") -> UpliftModel:
     share = treated_share(data)
     treated, outcome = F.col(TREATED_COL) == 1, F.col(LABEL_COL) == 1
     rows = (data.withColumn(LABEL_COL, F.when(treated == outcome, 1.0).otherwise(0.0))
             .withColumn(WEIGHT_COL, F.when(treated, F.lit(0.5 / share)).otherwise(F.lit(0.5 / (1.0 - share)))))
-    return UpliftModel(CLASS_TRANSFORMATION, share, (build_pipeline(feature_cols, params, seed).fit(rows),))
+    model = build_pipeline(feature_cols, params, seed, trainer=trainer).fit(rows)
+    return UpliftModel(CLASS_TRANSFORMATION, share, (model,))
 
 
-def fit_x_learner(data: DataFrame, feature_cols: list[str], params: GbtParams, seed: int) -> UpliftModel:
+def fit_x_learner(data: DataFrame, feature_cols: list[str], params: GbtParams, seed: int,
+                  trainer: str = "gbt") -> UpliftModel:
     """Künzel et al.'s X-learner: each arm's response model imputes the other arm's individual effects
     (treated: y − μ₀(x); control: μ₁(x) − y), and a GBT regression of those effects per arm predicts the
     uplift directly. The effect is often simpler than either response surface, and the regressions fit it
@@ -166,13 +170,13 @@ def fit_x_learner(data: DataFrame, feature_cols: list[str], params: GbtParams, s
     share = treated_share(data)
     rows = data.withColumn(WEIGHT_COL, F.lit(1.0))
     treated_rows, control_rows = rows.where(F.col(TREATED_COL) == 1), rows.where(F.col(TREATED_COL) == 0)
-    response_treated = build_pipeline(feature_cols, params, seed).fit(treated_rows)
-    response_control = build_pipeline(feature_cols, params, seed).fit(control_rows)
+    response_treated = build_pipeline(feature_cols, params, seed, trainer=trainer).fit(treated_rows)
+    response_control = build_pipeline(feature_cols, params, seed, trainer=trainer).fit(control_rows)
     effect_treated = _score_as(response_control, treated_rows, "_mu").withColumn(
         LABEL_COL, F.col(LABEL_COL) - F.col("_mu")).drop("_mu")
     effect_control = _score_as(response_treated, control_rows, "_mu").withColumn(
         LABEL_COL, F.col("_mu") - F.col(LABEL_COL)).drop("_mu")
-    regressions = tuple(build_regression_pipeline(feature_cols, params, seed).fit(effects)
+    regressions = tuple(build_regression_pipeline(feature_cols, params, seed, trainer).fit(effects)
                         for effects in (effect_treated, effect_control))
     return UpliftModel(X_LEARNER, share, regressions)
 
@@ -203,7 +207,8 @@ VALIDATION_SNAPSHOTS = 2
 
 
 def fit_uplift(train_df: DataFrame, feature_cols: list[str], params: GbtParams, seed: int,
-               learners: Sequence[str] = LEARNERS, validation_snapshots: int = VALIDATION_SNAPSHOTS) -> UpliftFit:
+               learners: Sequence[str] = LEARNERS, validation_snapshots: int = VALIDATION_SNAPSHOTS,
+               trainer: str = "gbt") -> UpliftFit:
     """Choose a learner on the newest training snapshots (Qini), then refit it on every snapshot.
 
     The validation snapshots are the newest `validation_snapshots`, fewer when the frame has fewer
@@ -229,8 +234,8 @@ def fit_uplift(train_df: DataFrame, feature_cols: list[str], params: GbtParams, 
         older = data.where(F.col(SNAPSHOT_COL) < F.lit(held[0]))
         newest = data.where(F.col(SNAPSHOT_COL) >= F.lit(held[0]))
         for name in learners:
-            qinis[name] = qini_of(FITTERS[name](older, feature_cols, params, seed), newest)
+            qinis[name] = qini_of(FITTERS[name](older, feature_cols, params, seed, trainer), newest)
             log.info("uplift learner %s: validation Qini coefficient %.5f", name, qinis[name])
         chosen = max(learners, key=lambda name: qinis[name])  # max keeps the first of ties
-    model = FITTERS[chosen](data, feature_cols, params, seed)
+    model = FITTERS[chosen](data, feature_cols, params, seed, trainer)
     return UpliftFit(model, qinis, held, data.count(), time.perf_counter() - start)

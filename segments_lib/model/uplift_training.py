@@ -44,7 +44,7 @@ from segments_lib import plots
 from segments_lib.config import AppConfig
 from segments_lib.features.frame import eligible_features
 from segments_lib.language.definitions import SegmentDefinition, uplift_shares
-from segments_lib.language.fingerprint import changed_parts, fingerprint
+from segments_lib.language.fingerprint import fingerprint, question_changes
 from segments_lib.language.snapshots import SnapshotCalendar
 from segments_lib.language.targets import build_labels
 from segments_lib.language.treatment import behaviour_events, treatment_flags
@@ -206,7 +206,8 @@ def fit_and_evaluate(cfg: AppConfig, segment: SegmentDefinition, frame: DataFram
     timer = timer or StageTimer(log, prefix=f"[{segment.name}] ")
     settings = segment.training
     with timer.stage("fit"):
-        fit = fit_uplift(frame.where(~is_holdout(calendar)), feature_cols, settings.gbt, settings.seed)
+        fit = fit_uplift(frame.where(~is_holdout(calendar)), feature_cols, settings.gbt, settings.seed,
+                         trainer=settings.trainer)
     pipeline = fit.model.as_pipeline(frame.select("user_id", *feature_cols))
     with timer.stage("holdout metrics"):
         holdout_rows = frame.where(is_holdout(calendar))
@@ -299,7 +300,9 @@ def _register_and_decide(cfg: AppConfig, trained: TrainedUplift, name: str, vers
     segment, calendar, qini = trained.segment, trained.calendar, trained.metrics["qini_coefficient"]
     definition = fingerprint(segment)
     champion = tracking.champion_version(cfg.mlflow, segment.name)
-    changed = changed_parts(tracking.definition_tag(dict(champion.tags or {})), definition) if champion else []
+    # A new trainer answers the same question: its model is compared with the champion's like any other.
+    changed = (question_changes(tracking.definition_tag(dict(champion.tags or {})), definition)
+               if champion else [])
     champion_qini = (_champion_qini_on(trained, f"models:/{name}/{champion.version}")
                      if champion is not None and not changed else None)
     # The registry's holdout metric tag holds the Qini coefficient: the number this segment's gate compares.
