@@ -53,6 +53,7 @@ from segments_lib.language.targets import build_labels
 from segments_lib.model import bgnbd
 from segments_lib.model.blend import GBT_SCORE
 from segments_lib.model.pipeline import RAW_SCORE
+from segments_lib.model.trainers import TRAINERS
 from segments_lib.model.training import build_training_frame, fit_and_calibrate, is_training_row, segment_calendar
 from segments_lib.store.session import build_session
 
@@ -217,7 +218,7 @@ def settings_for(args: argparse.Namespace) -> TrainingSettings:
     # Default training settings (60 trees, depth 3, 50 rows per leaf, unweighted, the BG/NBD blend, K = 4,
     # stride 7d), minimum class counts lowered for a
     # 4k-customer shop; the search is off unless asked for, since it is 3 extra fits per cell.
-    base = TrainingSettings(min_positives=30, min_negatives=30)
+    base = TrainingSettings(min_positives=30, min_negatives=30, trainer=args.trainer)
     return base if args.search else replace(base, search=())
 
 
@@ -271,6 +272,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--search", action="store_true", help="run the time-based depth search (3 extra fits)")
     parser.add_argument("--shuffle-partitions", type=int, default=4)
     parser.add_argument("--output", default="baselines.json")
+    parser.add_argument("--trainer", choices=TRAINERS, default="gbt", help="training.trainer of the segment")
     args = parser.parse_args(argv)
     started = datetime.now()
     run(args)
