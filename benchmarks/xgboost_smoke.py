@@ -1,7 +1,6 @@
 """Smoke test for issue 24's faster trainer: xgboost's own PySpark estimator on this project's Spark.
 
-    .venv/bin/python -m pip install xgboost-cpu==3.2.0      # not a project dependency (yet)
-    .venv/bin/python -m benchmarks.xgboost_smoke
+    .venv/bin/python -m benchmarks.xgboost_smoke      # xgboost-cpu is a runtime dependency (setup.py)
 
 `xgboost.spark.SparkXGBClassifier` in a Spark ML pipeline built by this project's session (local mode,
 Delta configured): fit, transform, save and load the pipeline, then log it with `mlflow.spark` to a
