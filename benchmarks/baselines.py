@@ -47,13 +47,12 @@ from benchmarks.quality import RETAIL_RUN_DATE, demo_events, retail_events
 from segments_lib.config import AppConfig, load_config
 from segments_lib.features.frame import eligible_features
 from segments_lib.features.spec import freq_name, recency_name
-from segments_lib.language.definitions import Eligibility, Occurs, SegmentDefinition, TrainingSettings
+from segments_lib.language.definitions import TRAINERS, Eligibility, Occurs, SegmentDefinition, TrainingSettings
 from segments_lib.language.snapshots import midnight_utc
 from segments_lib.language.targets import build_labels
 from segments_lib.model import bgnbd
 from segments_lib.model.blend import GBT_SCORE
 from segments_lib.model.pipeline import RAW_SCORE
-from segments_lib.model.trainers import TRAINERS
 from segments_lib.model.training import build_training_frame, fit_and_calibrate, is_training_row, segment_calendar
 from segments_lib.store.session import build_session
 

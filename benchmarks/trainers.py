@@ -26,12 +26,11 @@ from pyspark.sql import DataFrame
 
 from benchmarks.quality import RETAIL_RUN_DATE, WORK, demo_events, retail_events
 from segments_lib.config import load_config
-from segments_lib.language.definitions import SegmentDefinition
+from segments_lib.language.definitions import TRAINERS, SegmentDefinition
 from segments_lib.language.segment_config import load_segments
 from segments_lib.language.snapshots import SnapshotCalendar
 from segments_lib.model.evaluation import holdout_metrics
 from segments_lib.model.pipeline import RAW_SCORE
-from segments_lib.model.trainers import TRAINERS
 from segments_lib.model.training import (
     build_training_frame,
     fit_segment,

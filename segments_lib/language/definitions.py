@@ -152,6 +152,10 @@ class GbtParams:
         return {f.metadata["spark"]: getattr(self, f.name) for f in fields(self)}
 
 
+# `training.trainer`: Spark ML's GBTClassifier or xgboost's Spark estimator (model/trainers.py).
+TRAINERS = ("gbt", "xgboost")
+
+
 @dataclass(frozen=True)
 class TrainingSettings:
     """The `training` block of a segment; every field is part of what the model means (its fingerprint)."""

@@ -20,6 +20,7 @@ from segments_lib.config import ConfigError, read_yaml, suggest
 from segments_lib.language.definitions import (
     DEFAULT_FEATURE_HISTORY,
     KINDS,
+    TRAINERS,
     UPLIFT_SHARES,
     Absent,
     AllOf,
@@ -352,7 +353,6 @@ def _training(node: _Node) -> TrainingSettings:
 
 CLASS_WEIGHTS = ("none", "balanced")
 SCORE_BLENDS = ("auto", "bgnbd", "none")
-TRAINERS = ("gbt", "xgboost")
 
 
 def _choice(node: _Node, key: str, choices: tuple[str, ...], default: str) -> str:

@@ -324,9 +324,10 @@ def with_reasons(members_features: DataFrame, model: PipelineModel, feature_cols
         log.warning("reasons: the scoring model has no tree ensemble to explain; reason_1..3 stay null")
         return _null_reasons(members_features)
     names = model_inputs(model, feature_cols)
-    if ensemble_input_count(ensemble) != len(names):
+    inputs = ensemble_input_count(ensemble)
+    if inputs != len(names):
         log.warning("reasons: the ensemble reads %d features but the pipeline names %d; reason_1..3 stay null",
-                    ensemble_input_count(ensemble), len(names))
+                    inputs, len(names))
         return _null_reasons(members_features)
     # The stages before the ensemble (null fill, BG/NBD, assembler) build exactly the vector it was trained on.
     assembling = PipelineModel(stages=model.stages[: model.stages.index(ensemble)])

@@ -40,9 +40,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from xgboost.spark import SparkXGBClassifier, SparkXGBRegressor
 
-from segments_lib.language.definitions import GbtParams
+from segments_lib.language.definitions import TRAINERS, GbtParams
 
-TRAINERS = ("gbt", "xgboost")
 XGBOOST_MODULE = "xgboost.spark"
 
 
