@@ -37,6 +37,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from benchmarks.naive_features import naive_features
+from benchmarks.paired_features import build_paired_features
 from segments_lib.config import load_config
 from segments_lib.features import spec as naming  # the feature column names
 from segments_lib.features.engine import build_features
@@ -316,12 +317,17 @@ def run_size(spark: SparkSession, size: str, rows_target: int, naive: bool, sour
     spec = bench_spec([r.event_name for r in profile], {r.event_name for r in profile if r.valued > 0})
     # Compile the engine's generated code once (cached by Spark): steps then compare execution, not Janino.
     _spark_run(build_features(events.where(F.col("user_id") < "u0000100"), _snapshots(spark, 1), spec))
+    _spark_run(build_paired_features(events.where(F.col("user_id") < "u0000100"), _snapshots(spark, 1), spec))
     results = [
         measure("floor: scan + groupBy(user_id).count()", size, rows, lambda: _spark_run(_floor(events))),
         measure("engine, 1 snapshot", size, rows,
                 lambda: _spark_run(build_features(events, _snapshots(spark, 1), spec))),
         measure("engine, K = 4 snapshots", size, rows,
                 lambda: _spark_run(build_features(events, _snapshots(spark, 4), spec))),
+        measure("pairing engine (before the timeline), 1 snapshot", size, rows,
+                lambda: _spark_run(build_paired_features(events, _snapshots(spark, 1), spec))),
+        measure("pairing engine (before the timeline), K = 4 snapshots", size, rows,
+                lambda: _spark_run(build_paired_features(events, _snapshots(spark, 4), spec))),
     ]
     con = duckdb.connect()
     con.execute("SET threads = 2")

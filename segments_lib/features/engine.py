@@ -1,14 +1,23 @@
-"""Recency / Frequency / Duration features at snapshot times T, in one pass with one shuffle.
+"""Recency / Frequency / Duration features at snapshot times T: one sorted timeline per user, one shuffle.
 
 Recipe (the plan test in tests/test_features_plan.py holds it to this):
 
-1. keep the events that fall before some snapshot (a broadcast left-semi join on the tiny snapshots
-   frame), so K snapshots shuffle the union of their windows once, not K copies;
+1. keep the events some snapshot sees (before its T, within `history`): a filter on literal times;
 2. hash-partition by `user_id` — the only shuffle;
-3. pair every event with each snapshot it precedes (broadcast join; keeps the partitioning);
-4. window functions partitioned by (user, snapshot[, event]) — satisfied by the user partitioning;
-5. aggregate per (user, snapshot, event type), then per (user, snapshot), picking each event type's
-   statistics with conditional aggregates — both on the same user partitioning, so no new exchange.
+3. order each user's events once, whatever the number of snapshots K: per event type for the previous
+   same-type event (gaps) and backwards per user for the next pair target ("next B after A");
+4. cut the timeline into bins at every instant where some snapshot's window starts or ends (T, T − w, …)
+   and aggregate per (user, event type, bin) statistics that add up: counts, sums, extremes, sums of
+   squared gap deviations, active-day bits on a shared 24 h grid, and the one gap or follow-up per bin
+   that reaches across its edge;
+5. pair the bins (not the events) with the snapshots after them (a broadcast join) and add them up per
+   (user, snapshot, event type) in a hash aggregate; then, as before the timeline, one row per
+   (user, snapshot), picking each event type's statistics with conditional aggregates.
+
+Steps 3–5 need no exchange: the rows are already hash-partitioned by user_id. Before the timeline, every
+event was paired with each snapshot it precedes and then sorted, so K snapshots cost about K sorts of
+the events; that engine is kept in benchmarks/paired_features.py as the oracle of a property test
+(tests/test_features_timeline.py) and measured beside this one (benchmarks/RESULTS.md).
 
 Event names are turned into small integer codes before the shuffle so that the hundreds of
 conditional aggregates compare integers, not strings. Ages are microseconds `T − event_time`,
@@ -20,6 +29,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 
 from pyspark.sql import Column, DataFrame, Window
@@ -77,15 +87,113 @@ def _coded_events(spec: FeatureSpec) -> tuple[str, ...]:
     return tuple(dict.fromkeys((*spec.event_names, *pair_events)))
 
 
-def _per_snapshot_events(events: DataFrame, snapshots: DataFrame, spec: FeatureSpec) -> DataFrame:
-    """(user_id, snapshot_time, t_us, code, ts_us, value, age_us) for every event before each snapshot."""
-    codes = _coded_events(spec)
-    snaps = F.broadcast(
-        snapshots.select("snapshot_time", F.unix_micros("snapshot_time").alias("t_us")).where(F.col("t_us").isNotNull())
+def _snapshot_times(snapshots: DataFrame) -> list[int]:
+    """The distinct snapshot times in microseconds, ascending: a few rows, collected once for the bin edges."""
+    rows = snapshots.select(F.unix_micros("snapshot_time").alias("t_us")).where(F.col("t_us").isNotNull()).distinct()
+    return sorted(int(r.t_us) for r in rows.collect())
+
+
+def _boundaries(times: list[int], spec: FeatureSpec) -> list[int]:
+    """Every instant where some snapshot's window starts or ends: T and T − w for each window, the trend's
+    7 days and `history`. Between two consecutive boundaries every window of every snapshot either holds
+    all of a user's events or none, so per-bin statistics add up to any snapshot's window exactly."""
+    spans = [*spec.windows, TREND_RECENT, *([spec.history] if spec.history is not None else [])]
+    return sorted({t - _us(w) for t in times for w in spans} | set(times))
+
+
+def _bin_of(us: Column, boundaries: list[int], first: int = 0) -> Column:
+    """The number of boundaries at or before `us` (a binary search written as nested CASE WHENs, which
+    whole-stage codegen compiles; a higher-order function over an array would run interpreted)."""
+    if not boundaries:
+        return F.lit(first)
+    mid = len(boundaries) // 2
+    return F.when(us < F.lit(boundaries[mid]), _bin_of(us, boundaries[:mid], first)).otherwise(
+        _bin_of(us, boundaries[mid + 1:], first + mid + 1)
     )
-    before = F.col("ts_us") < F.col("t_us")
-    if spec.history is not None:
-        before &= F.col("ts_us") >= F.col("t_us") - F.lit(_us(spec.history))
+
+
+@dataclass(frozen=True)
+class _DayGrid:
+    """Active-day bits on one 24 h grid per class of snapshots that are whole days apart.
+
+    A snapshot T's period k holds ages in (k·day, (k+1)·day]. For snapshots a whole number d of days
+    before the class's `anchor` A, period k of T is period k + d of A, so one bitmask per bin on A's grid
+    serves every snapshot of the class, shifted by d.
+    """
+
+    anchors: tuple[int, ...]  # the latest snapshot of each class (classes = snapshot times mod 24 h)
+    blocks: tuple[int, ...]  # 64-bit words each class's grid needs: its oldest snapshot's P1 periods
+    periods: int  # 24 h periods in P1 (the engine's output has ceil(periods / 64) words)
+
+    @staticmethod
+    def of(times: list[int], past_window_us: int) -> _DayGrid:
+        periods = max(1, math.ceil(past_window_us / _US_PER_DAY))
+        anchors: dict[int, int] = {}
+        oldest: dict[int, int] = {}
+        for t in times:
+            anchors[t % _US_PER_DAY] = max(anchors.get(t % _US_PER_DAY, t), t)
+            oldest[t % _US_PER_DAY] = min(oldest.get(t % _US_PER_DAY, t), t)
+        classes = sorted(anchors)
+        return _DayGrid(
+            anchors=tuple(anchors[c] for c in classes),
+            blocks=tuple(math.ceil(((anchors[c] - oldest[c]) // _US_PER_DAY + periods) / _BITS) for c in classes),
+            periods=periods,
+        )
+
+    def event_bits(self, ts_us: Column) -> list[Column]:
+        """Per class and word: the bit of the event's period on the class's grid (bit_or-ed per bin)."""
+        bits = []
+        for cls, (anchor, blocks) in enumerate(zip(self.anchors, self.blocks, strict=True)):
+            period = F.floor((F.lit(anchor) - ts_us - 1) / F.lit(_US_PER_DAY)).cast("long")
+            for word in range(blocks):
+                start = word * _BITS
+                bits.append(F.bit_or(F.when(
+                    (period >= start) & (period < start + _BITS),
+                    # F.shiftleft only takes a constant shift; the SQL function takes a column
+                    F.call_function("shiftleft", F.lit(1).cast("long"), (period - start).cast("int")),
+                )).alias(f"grid_{cls}_{word}"))
+        return bits
+
+    def snapshot_columns(self, t_us: Column) -> list[Column]:
+        """For each snapshot: its class and, per output word, the grid word and bit offset it starts at."""
+        cls = F.lit(0)
+        for index, anchor in enumerate(self.anchors):
+            cls = F.when(t_us % F.lit(_US_PER_DAY) == F.lit(anchor % _US_PER_DAY), F.lit(index)).otherwise(cls)
+        anchor_of = F.lit(0).cast("long")
+        for index, anchor in enumerate(self.anchors):
+            anchor_of = F.when(cls == index, F.lit(anchor)).otherwise(anchor_of)
+        days_back = ((anchor_of - t_us) / F.lit(_US_PER_DAY)).cast("int")
+        columns = [cls.alias("grid_class")]
+        for start in range(0, self.periods, _BITS):
+            columns += [((days_back + start) / _BITS).cast("int").alias(f"grid_word_{start}"),
+                        ((days_back + start) % _BITS).alias(f"grid_shift_{start}")]
+        return columns
+
+    def snapshot_bits(self, start: int) -> Column:
+        """The snapshot's bits of periods start … start + 63, cut from the grid words of its class."""
+
+        def word(offset: int) -> Column:
+            picked = F.lit(0).cast("long")
+            for cls, blocks in enumerate(self.blocks):
+                for w in range(blocks):
+                    hit = (F.col("grid_class") == cls) & (F.col(f"grid_word_{start}") + offset == w)
+                    picked = F.when(hit, F.coalesce(F.col(f"grid_{cls}_{w}"), F.lit(0).cast("long"))).otherwise(picked)
+            return picked
+
+        shift = F.col(f"grid_shift_{start}")
+        # Java shifts count mod 64, so a zero shift cannot borrow "64 − 0" bits from the next word.
+        return F.when(shift == 0, word(0)).otherwise(
+            F.call_function("shiftrightunsigned", word(0), shift).bitwiseOR(
+                F.call_function("shiftleft", word(1), F.lit(_BITS) - shift))
+        )
+
+
+def _timeline(events: DataFrame, times: list[int], spec: FeatureSpec) -> DataFrame:
+    """(user_id, code, ts_us, value, prev_us, gap_ref_h, next_<code>_us…): each relevant event once, on one
+    ordering of the user's events. `prev_us` is the previous event of the same type, `next_<c>_us` the
+    earliest event of pair target c at or after this one, both over the whole timeline; whether a
+    snapshot sees them is decided per bin later."""
+    codes = _coded_events(spec)
     # array_position is 1-based and 0 when absent, so out-of-scope events get code -1
     code = F.array_position(F.array(*[F.lit(n) for n in codes]), F.col("event_name")).cast("int") - 1
     valued = F.lit(False)
@@ -97,95 +205,149 @@ def _per_snapshot_events(events: DataFrame, snapshots: DataFrame, spec: FeatureS
         F.unix_micros("event_time").alias("ts_us"),
         F.when(valued, F.col("event_value").cast("double")).alias("value"),
     ).where(F.col("ts_us").isNotNull() & F.col("user_id").isNotNull())
-    relevant = slim.join(snaps, on=before, how="left_semi")
-    return (
-        relevant.repartition("user_id")
-        .join(snaps, on=before, how="inner")
-        .select(
-            "user_id", "snapshot_time", "t_us", "code", "ts_us", "value",
-            (F.col("t_us") - F.col("ts_us")).alias("age_us"),
-        )
-    )
-
-
-def _with_gaps_and_follow_ups(rows: DataFrame, spec: FeatureSpec) -> DataFrame:
-    """Adds `gap_h` (hours since the previous same-type event, both in P1), `is_last` (last of its type
-    before T) and `next_<code>_us` (the earliest pair target at or after the row) per pair target."""
-    same_type = Window.partitionBy("user_id", "snapshot_time", "code").orderBy("ts_us")
+    # Only events some snapshot can see: before its T and, with a bounded history, within it.
+    visible = F.lit(False)
+    for t in times:
+        floor = _us(spec.history) if spec.history is not None else None
+        visible |= (F.col("ts_us") < F.lit(t)) & (F.lit(True) if floor is None else F.col("ts_us") >= F.lit(t - floor))
+    same_type = Window.partitionBy("user_id", "code").orderBy("ts_us")
     # Descending order with a growing frame: "the earliest B at or after this row" in O(n) per partition.
     from_here_on = (
-        Window.partitionBy("user_id", "snapshot_time")
+        Window.partitionBy("user_id")
         .orderBy(F.col("ts_us").desc())
         .rangeBetween(Window.unboundedPreceding, Window.currentRow)
     )
-    codes = _coded_events(spec)
     then_codes = sorted({codes.index(p.then) for p in spec.duration_pairs})
     next_b = [
         F.min(F.when(F.col("code") == c, F.col("ts_us"))).over(from_here_on).alias(f"next_{c}_us") for c in then_codes
     ]
-    with_neighbours = rows.select(
+    return slim.where(visible).repartition("user_id").select(
         "*",
-        F.lag("ts_us", 1).over(same_type.rowsBetween(-1, -1)).alias("prev_us"),
-        F.lead("ts_us", 1).over(same_type.rowsBetween(1, 1)).alias("next_same_us"),
+        F.lag("ts_us", 1).over(same_type).alias("prev_us"),
+        # The user's first gap of this type: the reference the gap deviations are taken from, constant per
+        # (user, type), so bins can add sums of squared deviations without losing the small spreads.
+        ((F.nth_value("ts_us", 2).over(same_type) - F.first("ts_us").over(same_type)) / F.lit(_US_PER_HOUR))
+        .alias("gap_ref_h"),
         *next_b,
     )
-    in_p1 = F.col("prev_us") >= F.col("t_us") - F.lit(_us(spec.past_window))
-    # With ties at the last instant the last row's predecessor shares its time, so its gap is 0 h.
-    return with_neighbours.select(
-        "*",
-        F.when(in_p1, (F.col("ts_us") - F.col("prev_us")) / F.lit(_US_PER_HOUR)).alias("gap_h"),
-        F.col("next_same_us").isNull().alias("is_last"),
-    )
 
 
-def _per_event_type(rows: DataFrame, spec: FeatureSpec) -> DataFrame:
-    """Step 1 of the aggregation: one row per (user, snapshot, event code) with a few generic statistics.
+def _per_bin(timeline: DataFrame, times: list[int], spec: FeatureSpec, grid: _DayGrid) -> DataFrame:
+    """One row per (user, event code, bin) with statistics that add up across bins.
 
-    Aggregating per event code first keeps each aggregate narrow (about 20 columns whatever the number of
-    event types), so Spark compiles it with whole-stage codegen; a single aggregate with one column per
-    event × statistic exceeds `spark.sql.codegen.maxFields` and runs interpreted, about 10× slower. It
-    needs no exchange: the rows are already hash-partitioned by user_id.
+    A gap whose previous event is in the same bin is "inner": a snapshot counts it iff the bin is in P1.
+    The bin's first gap may reach back into an earlier bin ("entry"): it is kept apart with its start,
+    since a snapshot counts it iff that start is in P1. Likewise for pairs, A events whose next B is in the
+    same bin are "inner" and the rest all share one next B ("exit", the first B after the bin), which a
+    snapshot sees iff it is before T.
     """
-    age, p1 = F.col("age_us"), _us(spec.past_window)
-    in_p1 = age <= p1
-    # 24 h period k before T holds ages in (k·day, (k+1)·day]; bit k of a bitmask marks it active.
-    period = F.floor((age - 1) / F.lit(_US_PER_DAY)).cast("long")
-    periods = max(1, math.ceil(p1 / _US_PER_DAY))
-    bits = [
-        F.bit_or(
-            F.when(
-                in_p1 & (period >= start) & (period < start + _BITS),
-                # F.shiftleft only takes a constant shift; the SQL function takes a column
-                F.call_function("shiftleft", F.lit(1).cast("long"), (period - start).cast("int")),
-            )
-        ).alias(f"active_bits_{start}")
-        for start in range(0, periods, _BITS)
-    ]
+    boundaries = _boundaries(times, spec)
+    ts, prev = F.col("ts_us"), F.col("prev_us")
+    bin_ = _bin_of(ts, boundaries)
+    inner_gap = F.coalesce(_bin_of(prev, boundaries) == bin_, F.lit(False)) & prev.isNotNull()
+    gap_h = (ts - prev) / F.lit(_US_PER_HOUR)
+    deviation = gap_h - F.col("gap_ref_h")
+    inner = F.when(inner_gap, gap_h)
     codes = _coded_events(spec)
     pair_stats: list[Column] = []
     for index, pair in enumerate(spec.duration_pairs):
-        wait_us = F.col(f"next_{codes.index(pair.then)}_us") - F.col("ts_us")
-        followed = F.coalesce(wait_us <= _us(pair.within), F.lit(False))  # no B before T: not followed
+        next_b = F.col(f"next_{codes.index(pair.then)}_us")
+        is_first = F.col("code") == codes.index(pair.first)
+        same_bin = F.coalesce(F.when(next_b.isNotNull(), _bin_of(next_b, boundaries)) == bin_, F.lit(False))
+        wait = next_b - ts
+        followed = wait <= F.lit(_us(pair.within))
+        inner_a, exit_a = is_first & same_bin, is_first & ~same_bin
         pair_stats += [
-            F.avg(F.when(in_p1, wait_us / F.lit(_US_PER_HOUR))).alias(f"pair_mean_{index}"),
-            F.count(F.when(in_p1 & ~followed, 1)).alias(f"pair_unfollowed_{index}"),
+            F.count(F.when(inner_a, 1)).alias(f"pair_inner_n_{index}"),
+            F.sum(F.when(inner_a, wait)).alias(f"pair_inner_wait_{index}"),
+            F.count(F.when(inner_a & followed, 1)).alias(f"pair_inner_followed_{index}"),
+            F.count(F.when(exit_a, 1)).alias(f"pair_exit_n_{index}"),
+            F.sum(F.when(exit_a, wait)).alias(f"pair_exit_wait_{index}"),
+            F.count(F.when(exit_a & followed, 1)).alias(f"pair_exit_followed_{index}"),
+            F.max(F.when(exit_a, next_b)).alias(f"pair_exit_next_{index}"),
         ]
-    value = F.when(in_p1, F.col("value"))
-    return rows.groupBy("user_id", "snapshot_time", "code").agg(
-        F.max(age).alias("max_age"),
-        F.min(age).alias("min_age"),
-        F.count(F.lit(1)).alias("n_all"),
-        *[F.count(F.when(age <= _us(w), 1)).alias(f"n_{i}") for i, w in enumerate(spec.windows)],
-        F.count(F.when(age <= _us(TREND_RECENT), 1)).alias("n_recent"),
-        *bits,
-        F.avg("gap_h").alias("gap_mean"),
-        F.min("gap_h").alias("gap_min"),
-        F.max("gap_h").alias("gap_max"),
-        F.stddev_pop("gap_h").alias("gap_std"),
-        F.max(F.when(F.col("is_last"), F.col("gap_h"))).alias("gap_last"),
-        F.sum(value).alias("value_sum"),
-        F.avg(value).alias("value_mean"),
-        F.max(value).alias("value_max"),
+    return timeline.groupBy("user_id", "code", bin_.alias("bin")).agg(
+        F.count(F.lit(1)).alias("n"),
+        F.min(ts).alias("min_ts"),
+        F.max(ts).alias("max_ts"),
+        # prev never decreases along the ordering, so the largest is the last event's (ties: its tied twin)
+        F.max(prev).alias("last_prev"),
+        F.min(F.when(~inner_gap, prev)).alias("entry_prev"),
+        F.max("gap_ref_h").alias("gap_ref_h"),
+        F.count(inner).alias("gap_inner_n"),
+        F.min(inner).alias("gap_inner_min"),
+        F.max(inner).alias("gap_inner_max"),
+        F.sum(F.when(inner_gap, deviation)).alias("gap_inner_dev"),
+        F.sum(F.when(inner_gap, deviation * deviation)).alias("gap_inner_dev2"),
+        F.sum("value").alias("value_sum"),
+        F.count("value").alias("value_n"),
+        F.max("value").alias("value_max"),
+        *grid.event_bits(ts),
+        *pair_stats,
+    )
+
+
+def _per_event_type(bins: DataFrame, snapshots: DataFrame, spec: FeatureSpec, grid: _DayGrid) -> DataFrame:
+    """One row per (user, snapshot, event code) with the statistics `_per_user` picks from, each the sum,
+    minimum or maximum of the bins before T (and within `history`) whose window covers them.
+
+    Pairing bins, not events, with snapshots is what keeps K snapshots cheap: a bin holds all of a user's
+    events of one type between two boundaries, and the bins are paired in a hash aggregate, not sorted.
+    """
+    t = F.col("t_us")
+    snaps = snapshots.select("snapshot_time", F.unix_micros("snapshot_time").alias("t_us")).where(t.isNotNull())
+    snaps = F.broadcast(snaps.select("*", *grid.snapshot_columns(t)))
+    before = F.col("max_ts") < t
+    if spec.history is not None:
+        before &= F.col("min_ts") >= t - F.lit(_us(spec.history))
+
+    def within(window: timedelta) -> Column:
+        return F.col("min_ts") >= t - F.lit(_us(window))
+
+    def total(condition: Column, column: Column | str) -> Column:
+        """Σ column over the bins meeting condition; 0 when none does."""
+        column = F.col(column) if isinstance(column, str) else column
+        return F.coalesce(F.sum(F.when(condition, column)), F.lit(0))
+
+    in_p1 = within(spec.past_window)
+    entry_h = (F.col("min_ts") - F.col("entry_prev")) / F.lit(_US_PER_HOUR)
+    entry = F.coalesce(F.col("entry_prev") >= t - F.lit(_us(spec.past_window)), F.lit(False))
+    entry_dev = entry_h - F.col("gap_ref_h")
+    gap_n = total(in_p1, "gap_inner_n") + total(entry, F.lit(1))
+    dev = total(in_p1, "gap_inner_dev") + total(entry, entry_dev)
+    dev2 = total(in_p1, "gap_inner_dev2") + total(entry, entry_dev * entry_dev)
+    last_ts, last_prev = F.max("max_ts"), F.max_by("last_prev", "max_ts")
+    value_n = total(in_p1, "value_n")
+    pair_stats: list[Column] = []
+    for index in range(len(spec.duration_pairs)):
+        seen = F.coalesce(F.col(f"pair_exit_next_{index}") < t, F.lit(False))
+        waits = total(in_p1, f"pair_inner_wait_{index}") + total(in_p1 & seen, f"pair_exit_wait_{index}")
+        waited = total(in_p1, f"pair_inner_n_{index}") + total(in_p1 & seen, f"pair_exit_n_{index}")
+        exit_followed = F.when(seen, F.col(f"pair_exit_followed_{index}")).otherwise(0)
+        unfollowed = F.col("n") - F.col(f"pair_inner_followed_{index}") - exit_followed
+        pair_stats += [
+            F.when(waited > 0, waits / F.lit(_US_PER_HOUR) / waited).alias(f"pair_mean_{index}"),
+            total(in_p1, unfollowed).alias(f"pair_unfollowed_{index}"),
+        ]
+    return bins.join(snaps, on=before, how="inner").groupBy("user_id", "snapshot_time", "t_us", "code").agg(
+        F.max(t - F.col("min_ts")).alias("max_age"),
+        F.min(t - F.col("max_ts")).alias("min_age"),
+        F.sum("n").alias("n_all"),
+        *[total(within(w), "n").alias(f"n_{i}") for i, w in enumerate(spec.windows)],
+        total(within(TREND_RECENT), "n").alias("n_recent"),
+        *[F.bit_or(F.when(in_p1, grid.snapshot_bits(start))).alias(f"active_bits_{start}")
+          for start in range(0, grid.periods, _BITS)],
+        F.when(gap_n > 0, F.max("gap_ref_h") + dev / gap_n).alias("gap_mean"),
+        F.min(F.least(F.when(in_p1, F.col("gap_inner_min")), F.when(entry, entry_h))).alias("gap_min"),
+        F.max(F.greatest(F.when(in_p1, F.col("gap_inner_max")), F.when(entry, entry_h))).alias("gap_max"),
+        # population variance from deviations about the user's first gap: Σd²/n − (Σd/n)²
+        F.when(gap_n > 0, F.sqrt(F.greatest(dev2 / gap_n - (dev / gap_n) * (dev / gap_n), F.lit(0.0))))
+        .alias("gap_std"),
+        F.when(last_prev >= t - F.lit(_us(spec.past_window)), (last_ts - last_prev) / F.lit(_US_PER_HOUR))
+        .alias("gap_last"),
+        F.sum(F.when(in_p1, F.col("value_sum"))).alias("value_sum"),
+        F.when(value_n > 0, F.sum(F.when(in_p1, F.col("value_sum"))) / value_n).alias("value_mean"),
+        F.max(F.when(in_p1, F.col("value_max"))).alias("value_max"),
         *pair_stats,
     )
 
@@ -267,8 +429,10 @@ def build_features(events: DataFrame, snapshots: DataFrame, spec: FeatureSpec) -
     """
     _require_columns(events, EVENT_COLUMNS, "events")
     _require_columns(snapshots, ("snapshot_time",), "snapshots")
-    rows = _with_gaps_and_follow_ups(_per_snapshot_events(events, snapshots, spec), spec)
-    return _finish(_per_user(_per_event_type(rows, spec), spec), spec)
+    times = _snapshot_times(snapshots)
+    grid = _DayGrid.of(times, _us(spec.past_window))
+    bins = _per_bin(_timeline(events, times, spec), times, spec, grid)
+    return _finish(_per_user(_per_event_type(bins, snapshots, spec, grid), spec), spec)
 
 
 def event_profile(events: DataFrame) -> tuple[dict[str, int], frozenset[str]]:
