@@ -140,18 +140,18 @@ class _DayGrid:
             periods=periods,
         )
 
-    def event_bits(self, ts_us: Column) -> list[Column]:
-        """Per class and word: the bit of the event's period on the class's grid (bit_or-ed per bin)."""
-        bits = []
+    def event_bits(self, ts_us: Column) -> dict[str, Column]:
+        """Per class and word (`grid_<class>_<word>`): the bit of the event's period on the class's grid."""
+        bits = {}
         for cls, (anchor, blocks) in enumerate(zip(self.anchors, self.blocks, strict=True)):
             period = F.floor((F.lit(anchor) - ts_us - 1) / F.lit(_US_PER_DAY)).cast("long")
             for word in range(blocks):
                 start = word * _BITS
-                bits.append(F.bit_or(F.when(
+                bits[f"grid_{cls}_{word}"] = F.when(
                     (period >= start) & (period < start + _BITS),
                     # F.shiftleft only takes a constant shift; the SQL function takes a column
                     F.call_function("shiftleft", F.lit(1).cast("long"), (period - start).cast("int")),
-                )).alias(f"grid_{cls}_{word}"))
+                )
         return bits
 
     def snapshot_columns(self, t_us: Column) -> list[Column]:
@@ -282,8 +282,44 @@ def _per_bin(timeline: DataFrame, times: list[int], spec: FeatureSpec, grid: _Da
         F.sum("value").alias("value_sum"),
         F.count("value").alias("value_n"),
         F.max("value").alias("value_max"),
-        *grid.event_bits(ts),
+        *[F.bit_or(bit).alias(name) for name, bit in grid.event_bits(ts).items()],
         *pair_stats,
+    )
+
+
+def _single_event_bins(timeline: DataFrame, spec: FeatureSpec, grid: _DayGrid) -> DataFrame:
+    """The bins of a single snapshot: each event its own bin, in `_per_bin`'s columns.
+
+    With one snapshot nothing is shared between snapshots, so aggregating bins first would only add a
+    pass: every gap is an "entry" gap and every A event an "exit" with its own next B.
+    """
+    ts, prev, value = F.col("ts_us"), F.col("prev_us"), F.col("value")
+    none_long, none_double = F.lit(None).cast("long"), F.lit(None).cast("double")
+    codes = _coded_events(spec)
+    pair_columns: list[Column] = []
+    for index, pair in enumerate(spec.duration_pairs):
+        next_b = F.col(f"next_{codes.index(pair.then)}_us")
+        is_first = F.col("code") == codes.index(pair.first)
+        wait = next_b - ts
+        pair_columns += [
+            F.lit(0).cast("long").alias(f"pair_inner_n_{index}"),
+            none_long.alias(f"pair_inner_wait_{index}"),
+            F.lit(0).cast("long").alias(f"pair_inner_followed_{index}"),
+            is_first.cast("long").alias(f"pair_exit_n_{index}"),
+            F.when(is_first, wait).alias(f"pair_exit_wait_{index}"),
+            (is_first & F.coalesce(wait <= F.lit(_us(pair.within)), F.lit(False))).cast("long")
+            .alias(f"pair_exit_followed_{index}"),
+            F.when(is_first, next_b).alias(f"pair_exit_next_{index}"),
+        ]
+    return timeline.select(
+        "user_id", "code",
+        F.lit(1).cast("long").alias("n"), ts.alias("min_ts"), ts.alias("max_ts"),
+        prev.alias("last_prev"), prev.alias("entry_prev"), "gap_ref_h",
+        F.lit(0).cast("long").alias("gap_inner_n"), none_double.alias("gap_inner_min"),
+        none_double.alias("gap_inner_max"), none_double.alias("gap_inner_dev"), none_double.alias("gap_inner_dev2"),
+        value.alias("value_sum"), value.isNotNull().cast("long").alias("value_n"), value.alias("value_max"),
+        *[bit.alias(name) for name, bit in grid.event_bits(ts).items()],
+        *pair_columns,
     )
 
 
@@ -316,7 +352,8 @@ def _per_event_type(bins: DataFrame, snapshots: DataFrame, spec: FeatureSpec, gr
     gap_n = total(in_p1, "gap_inner_n") + total(entry, F.lit(1))
     dev = total(in_p1, "gap_inner_dev") + total(entry, entry_dev)
     dev2 = total(in_p1, "gap_inner_dev2") + total(entry, entry_dev * entry_dev)
-    last_ts, last_prev = F.max("max_ts"), F.max_by("last_prev", "max_ts")
+    # prev never decreases along a type's ordering, so the largest before T is the last event's
+    last_ts, last_prev = F.max("max_ts"), F.max("last_prev")
     value_n = total(in_p1, "value_n")
     pair_stats: list[Column] = []
     for index in range(len(spec.duration_pairs)):
@@ -431,7 +468,8 @@ def build_features(events: DataFrame, snapshots: DataFrame, spec: FeatureSpec) -
     _require_columns(snapshots, ("snapshot_time",), "snapshots")
     times = _snapshot_times(snapshots)
     grid = _DayGrid.of(times, _us(spec.past_window))
-    bins = _per_bin(_timeline(events, times, spec), times, spec, grid)
+    timeline = _timeline(events, times, spec)
+    bins = _per_bin(timeline, times, spec, grid) if len(times) > 1 else _single_event_bins(timeline, spec, grid)
     return _finish(_per_user(_per_event_type(bins, snapshots, spec, grid), spec), spec)
 
 
