@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks.features --sizes 1M,10M,50M
     .venv/bin/python -m benchmarks.features --type-sweep 10M   # JVM memory vs the number of event types
     .venv/bin/python -m benchmarks.features --check   # tiny synthetic set: engine == naive == DuckDB
+    .venv/bin/python -m benchmarks.features --one-snapshot-paths 10M   # the timeline's two one-snapshot paths
 
 Events come from the demo generator (`segments_lib.intake.demo`) — or any `EventSource` passed to `run` —
 written once per size to Parquet under benchmarks/_work/. Every implementation then reads the same
@@ -416,6 +417,40 @@ def check(spark: SparkSession) -> None:
     print(f"check ok: {len(engine)} users × {len(feature_columns(spec))} features agree (engine, naive, DuckDB)")
 
 
+def one_snapshot_paths(spark: SparkSession, size: str, rounds: int) -> None:
+    """The timeline engine's one-snapshot pass with each event its own bin (shipped) and through the bin
+    aggregate (the K > 1 path), beside the pairing engine and K = 4, in rounds within one JVM."""
+    from segments_lib.features import engine
+
+    events = spark.read.parquet(str(WORK / f"events_{size}"))
+    profile = events.groupBy("event_name").agg(F.count("event_value").alias("valued")).collect()
+    spec = bench_spec([r.event_name for r in profile], {r.event_name for r in profile if r.valued > 0})
+
+    def timeline(k: int, single: bool) -> DataFrame:
+        snapshots = _snapshots(spark, k)
+        times = engine._snapshot_times(snapshots)
+        grid = engine._DayGrid.of(times, engine._us(spec.past_window))
+        ordered = engine._timeline(events, times, spec)
+        bins = engine._single_event_bins(ordered, spec, grid) if single else engine._per_bin(ordered, times, spec, grid)
+        per_type = engine._per_event_type(bins, snapshots, spec, grid)
+        return engine._finish(engine._per_user(per_type, spec), spec)
+
+    variants: dict[str, Callable[[], DataFrame]] = {
+        "timeline, 1 snapshot, each event its own bin (shipped)": lambda: timeline(1, True),
+        "timeline, 1 snapshot, through the bin aggregate": lambda: timeline(1, False),
+        "pairing engine, 1 snapshot": lambda: build_paired_features(events, _snapshots(spark, 1), spec),
+        "timeline, K = 4": lambda: timeline(4, False),
+    }
+    for build in variants.values():
+        _spark_run(build())  # warm-up: code generation and the JIT, not measured
+    for round_ in range(1, rounds + 1):
+        for name, build in variants.items():
+            started = time.perf_counter()
+            _spark_run(build())
+            print(json.dumps({"size": size, "round": round_, "step": name,
+                              "seconds": round(time.perf_counter() - started, 1)}), flush=True)
+
+
 def _parse_size(text: str) -> tuple[str, int]:
     units = {"K": 1_000, "M": 1_000_000}
     return text, int(float(text[:-1]) * units[text[-1].upper()]) if text[-1].upper() in units else int(text)
@@ -431,6 +466,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--type-sweep", metavar="SIZE", help="engine memory and time vs the number of event types")
     parser.add_argument("--copies", default="1,2,4,8", help="type sweep: each non-pair event split into N names")
     parser.add_argument("--sweep-point", metavar="SIZE:COPIES", help=argparse.SUPPRESS)
+    parser.add_argument("--one-snapshot-paths", metavar="SIZE", help="the timeline's one-snapshot paths, in rounds")
     args = parser.parse_args(argv)
     global REPEAT
     REPEAT = max(1, args.repeat)
@@ -445,6 +481,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.check:
         check(spark)
+        return
+    if args.one_snapshot_paths:
+        one_snapshot_paths(spark, args.one_snapshot_paths, REPEAT)
         return
     naive_limit = _parse_size(args.naive_max)[1]
     warm = spark.range(1000).selectExpr("id % 7 AS k").groupBy("k").count()

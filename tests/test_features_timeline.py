@@ -73,11 +73,13 @@ def test_timeline_features_equal_the_pairing_engines(spark, events, snapshot_hou
     def keyed(df) -> dict:
         return {(r.snapshot_time, r.user_id): r.asDict() for r in df.collect()}
 
-    timeline, paired = keyed(build_features(frame, snapshots, spec)), keyed(build_paired_features(frame, snapshots, spec))
+    timeline = keyed(build_features(frame, snapshots, spec))
+    paired = keyed(build_paired_features(frame, snapshots, spec))
     assert timeline.keys() == paired.keys()
     for key, expected in paired.items():
         for column in feature_columns(spec):
-            assert _same(timeline[key][column], expected[column]), (key, column, timeline[key][column], expected[column])
+            got = timeline[key][column]
+            assert _same(got, expected[column]), (key, column, got, expected[column])
 
 
 def test_the_oracle_is_not_vacuous(spark) -> None:

@@ -390,7 +390,7 @@ def _per_event_type(bins: DataFrame, snapshots: DataFrame, spec: FeatureSpec, gr
 
 
 def _per_user(per_type: DataFrame, spec: FeatureSpec) -> DataFrame:
-    """Step 2: one row per (user, snapshot); each event's statistic is picked from its code's row."""
+    """Last step: one row per (user, snapshot); each event's statistic is picked from its code's row."""
     codes = _coded_events(spec)
     p1_count = F.col(f"n_{len(spec.windows) - 1}")
 
