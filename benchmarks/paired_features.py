@@ -26,31 +26,20 @@ from segments_lib.features.engine import (
     _per_user,
     _require_columns,
     _us,
+    slim_events,
 )
 from segments_lib.features.spec import TREND_RECENT, FeatureSpec
 
 
 def _per_snapshot_events(events: DataFrame, snapshots: DataFrame, spec: FeatureSpec) -> DataFrame:
     """(user_id, snapshot_time, t_us, code, ts_us, value, age_us) for every event before each snapshot."""
-    codes = _coded_events(spec)
     snaps = F.broadcast(
         snapshots.select("snapshot_time", F.unix_micros("snapshot_time").alias("t_us")).where(F.col("t_us").isNotNull())
     )
     before = F.col("ts_us") < F.col("t_us")
     if spec.history is not None:
         before &= F.col("ts_us") >= F.col("t_us") - F.lit(_us(spec.history))
-    # array_position is 1-based and 0 when absent, so out-of-scope events get code -1
-    code = F.array_position(F.array(*[F.lit(n) for n in codes]), F.col("event_name")).cast("int") - 1
-    valued = F.lit(False)
-    if spec.value_events:
-        valued = F.col("event_name").isin(list(spec.value_events))
-    slim = events.select(
-        F.col("user_id"),
-        code.alias("code"),
-        F.unix_micros("event_time").alias("ts_us"),
-        F.when(valued, F.col("event_value").cast("double")).alias("value"),
-    ).where(F.col("ts_us").isNotNull() & F.col("user_id").isNotNull())
-    relevant = slim.join(snaps, on=before, how="left_semi")
+    relevant = slim_events(events, spec).join(snaps, on=before, how="left_semi")
     return (
         relevant.repartition("user_id")
         .join(snaps, on=before, how="inner")

@@ -188,28 +188,33 @@ class _DayGrid:
         )
 
 
+def slim_events(events: DataFrame, spec: FeatureSpec) -> DataFrame:
+    """(user_id, code, ts_us, value): what the pass reads of each event, with the event name as its code
+    (-1 outside the spec) and the value kept only for the spec's valued events."""
+    # array_position is 1-based and 0 when absent, so out-of-scope events get code -1
+    code = F.array_position(F.array(*[F.lit(n) for n in _coded_events(spec)]), F.col("event_name")).cast("int") - 1
+    valued = F.lit(False)
+    if spec.value_events:
+        valued = F.col("event_name").isin(list(spec.value_events))
+    return events.select(
+        F.col("user_id"),
+        code.alias("code"),
+        F.unix_micros("event_time").alias("ts_us"),
+        F.when(valued, F.col("event_value").cast("double")).alias("value"),
+    ).where(F.col("ts_us").isNotNull() & F.col("user_id").isNotNull())
+
+
 def _timeline(events: DataFrame, times: list[int], spec: FeatureSpec) -> DataFrame:
     """(user_id, code, ts_us, value, prev_us, gap_ref_h, next_<code>_us…): each relevant event once, on one
     ordering of the user's events. `prev_us` is the previous event of the same type, `next_<c>_us` the
     earliest event of pair target c at or after this one, both over the whole timeline; whether a
     snapshot sees them is decided per bin later."""
     codes = _coded_events(spec)
-    # array_position is 1-based and 0 when absent, so out-of-scope events get code -1
-    code = F.array_position(F.array(*[F.lit(n) for n in codes]), F.col("event_name")).cast("int") - 1
-    valued = F.lit(False)
-    if spec.value_events:
-        valued = F.col("event_name").isin(list(spec.value_events))
-    slim = events.select(
-        F.col("user_id"),
-        code.alias("code"),
-        F.unix_micros("event_time").alias("ts_us"),
-        F.when(valued, F.col("event_value").cast("double")).alias("value"),
-    ).where(F.col("ts_us").isNotNull() & F.col("user_id").isNotNull())
+    ts = F.col("ts_us")
     # Only events some snapshot can see: before its T and, with a bounded history, within it.
     visible = F.lit(False)
     for t in times:
-        floor = _us(spec.history) if spec.history is not None else None
-        visible |= (F.col("ts_us") < F.lit(t)) & (F.lit(True) if floor is None else F.col("ts_us") >= F.lit(t - floor))
+        visible |= (ts < F.lit(t)) & (F.lit(True) if spec.history is None else ts >= F.lit(t - _us(spec.history)))
     same_type = Window.partitionBy("user_id", "code").orderBy("ts_us")
     # Descending order with a growing frame: "the earliest B at or after this row" in O(n) per partition.
     from_here_on = (
@@ -221,7 +226,7 @@ def _timeline(events: DataFrame, times: list[int], spec: FeatureSpec) -> DataFra
     next_b = [
         F.min(F.when(F.col("code") == c, F.col("ts_us"))).over(from_here_on).alias(f"next_{c}_us") for c in then_codes
     ]
-    return slim.where(visible).repartition("user_id").select(
+    return slim_events(events, spec).where(visible).repartition("user_id").select(
         "*",
         F.lag("ts_us", 1).over(same_type).alias("prev_us"),
         # The user's first gap of this type: the reference the gap deviations are taken from, constant per
