@@ -4,6 +4,7 @@
     .venv/bin/python -m benchmarks.features --type-sweep 10M   # JVM memory vs the number of event types
     .venv/bin/python -m benchmarks.features --check   # tiny synthetic set: engine == naive == DuckDB
     .venv/bin/python -m benchmarks.features --one-snapshot-paths 10M   # the timeline's two one-snapshot paths
+    .venv/bin/python -m benchmarks.features --sizes 50M --timeline-only --shuffle-partitions 32
 
 Events come from the demo generator (`segments_lib.intake.demo`) — or any `EventSource` passed to `run` —
 written once per size to Parquet under benchmarks/_work/. Every implementation then reads the same
@@ -308,7 +309,8 @@ def measure(step: str, size: str, rows: int, action: Callable[[], object]) -> Me
     return m
 
 
-def run_size(spark: SparkSession, size: str, rows_target: int, naive: bool, source: EventSource) -> list[Measurement]:
+def run_size(spark: SparkSession, size: str, rows_target: int, naive: bool, source: EventSource,
+             timeline_only: bool = False) -> list[Measurement]:
     import duckdb
 
     path = WORK / f"events_{size}"
@@ -325,6 +327,10 @@ def run_size(spark: SparkSession, size: str, rows_target: int, naive: bool, sour
                 lambda: _spark_run(build_features(events, _snapshots(spark, 1), spec))),
         measure("engine, K = 4 snapshots", size, rows,
                 lambda: _spark_run(build_features(events, _snapshots(spark, 4), spec))),
+    ]
+    if timeline_only:
+        return results
+    results += [
         measure("pairing engine (before the timeline), 1 snapshot", size, rows,
                 lambda: _spark_run(build_paired_features(events, _snapshots(spark, 1), spec))),
         measure("pairing engine (before the timeline), K = 4 snapshots", size, rows,
@@ -383,9 +389,10 @@ def type_sweep(size: str, copies: list[int], driver_memory: str) -> list[Measure
     return results
 
 
-def bench_session(driver_memory: str) -> SparkSession:
+def bench_session(driver_memory: str, shuffle_partitions: int = 8) -> SparkSession:
     cfg = load_config(None, overrides={"spark": {"master": "local[2]", "conf": {
-        "spark.driver.memory": driver_memory, "spark.sql.shuffle.partitions": "8", "spark.ui.enabled": "false",
+        "spark.driver.memory": driver_memory, "spark.sql.shuffle.partitions": str(shuffle_partitions),
+        "spark.ui.enabled": "false",
         "spark.sql.session.timeZone": "UTC",
     }}})
     return build_session(cfg.spark, app_name="features-benchmark")
@@ -466,6 +473,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--type-sweep", metavar="SIZE", help="engine memory and time vs the number of event types")
     parser.add_argument("--copies", default="1,2,4,8", help="type sweep: each non-pair event split into N names")
     parser.add_argument("--sweep-point", metavar="SIZE:COPIES", help=argparse.SUPPRESS)
+    parser.add_argument("--shuffle-partitions", type=int, default=8, help="spark.sql.shuffle.partitions")
+    parser.add_argument("--timeline-only", action="store_true", help="only the floor and the timeline engine")
     parser.add_argument("--one-snapshot-paths", metavar="SIZE", help="the timeline's one-snapshot paths, in rounds")
     args = parser.parse_args(argv)
     global REPEAT
@@ -474,7 +483,7 @@ def main(argv: list[str] | None = None) -> None:
         sweep = type_sweep(args.type_sweep, [int(c) for c in args.copies.split(",")], args.driver_memory)
         (WORK / f"type_sweep_{args.type_sweep}.json").write_text(json.dumps([asdict(m) for m in sweep], indent=2))
         return
-    spark = bench_session(args.driver_memory)
+    spark = bench_session(args.driver_memory, args.shuffle_partitions)
     if args.sweep_point:
         size, copies = args.sweep_point.split(":")
         sweep_point(spark, size, _parse_size(size)[1], int(copies))
@@ -490,7 +499,8 @@ def main(argv: list[str] | None = None) -> None:
     _spark_run(warm)  # JVM start-up and first-query compilation are not part of any step
     results: list[Measurement] = []
     for size, rows in (_parse_size(s) for s in args.sizes.split(",")):
-        results += run_size(spark, size, rows, naive=rows <= naive_limit, source=demo_source)
+        results += run_size(spark, size, rows, naive=rows <= naive_limit and not args.timeline_only,
+                            source=demo_source, timeline_only=args.timeline_only)
     (WORK / "results.json").write_text(json.dumps([asdict(m) for m in results], indent=2))
 
 
