@@ -158,7 +158,7 @@ class _DayGrid:
         """For each snapshot: its class and, per output word, the grid word and bit offset it starts at."""
         cls = F.lit(0)
         for index, anchor in enumerate(self.anchors):
-            cls = F.when(t_us % F.lit(_US_PER_DAY) == F.lit(anchor % _US_PER_DAY), F.lit(index)).otherwise(cls)
+            cls = F.when(F.pmod(t_us, F.lit(_US_PER_DAY)) == F.lit(anchor % _US_PER_DAY), F.lit(index)).otherwise(cls)
         anchor_of = F.lit(0).cast("long")
         for index, anchor in enumerate(self.anchors):
             anchor_of = F.when(cls == index, F.lit(anchor)).otherwise(anchor_of)
