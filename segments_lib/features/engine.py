@@ -101,14 +101,19 @@ def _boundaries(times: list[int], spec: FeatureSpec) -> list[int]:
     return sorted({t - _us(w) for t in times for w in spans} | set(times))
 
 
-def _bin_of(us: Column, boundaries: list[int], first: int = 0) -> Column:
-    """The number of boundaries at or before `us` (a binary search written as nested CASE WHENs, which
-    whole-stage codegen compiles; a higher-order function over an array would run interpreted)."""
+def _bin_of(us: Column, boundaries: list[int]) -> Column:
+    """The number of boundaries at or before `us`; null when `us` is null (no previous event, no next B)."""
+    return F.when(us.isNotNull(), _binary_search(us, boundaries, 0))
+
+
+def _binary_search(us: Column, boundaries: list[int], first: int) -> Column:
+    """Written as nested CASE WHENs, which whole-stage codegen compiles; a higher-order function over an
+    array would run interpreted."""
     if not boundaries:
         return F.lit(first)
     mid = len(boundaries) // 2
-    return F.when(us < F.lit(boundaries[mid]), _bin_of(us, boundaries[:mid], first)).otherwise(
-        _bin_of(us, boundaries[mid + 1:], first + mid + 1)
+    return F.when(us < F.lit(boundaries[mid]), _binary_search(us, boundaries[:mid], first)).otherwise(
+        _binary_search(us, boundaries[mid + 1:], first + mid + 1)
     )
 
 
@@ -156,12 +161,11 @@ class _DayGrid:
 
     def snapshot_columns(self, t_us: Column) -> list[Column]:
         """For each snapshot: its class and, per output word, the grid word and bit offset it starts at."""
-        cls = F.lit(0)
+        cls, anchor_of = F.lit(0), F.lit(0).cast("long")
         for index, anchor in enumerate(self.anchors):
-            cls = F.when(F.pmod(t_us, F.lit(_US_PER_DAY)) == F.lit(anchor % _US_PER_DAY), F.lit(index)).otherwise(cls)
-        anchor_of = F.lit(0).cast("long")
-        for index, anchor in enumerate(self.anchors):
-            anchor_of = F.when(cls == index, F.lit(anchor)).otherwise(anchor_of)
+            of_class = F.pmod(t_us, F.lit(_US_PER_DAY)) == F.lit(anchor % _US_PER_DAY)
+            cls = F.when(of_class, F.lit(index)).otherwise(cls)
+            anchor_of = F.when(of_class, F.lit(anchor)).otherwise(anchor_of)
         days_back = ((anchor_of - t_us) / F.lit(_US_PER_DAY)).cast("int")
         columns = [cls.alias("grid_class")]
         for start in range(0, self.periods, _BITS):
@@ -212,9 +216,11 @@ def _timeline(events: DataFrame, times: list[int], spec: FeatureSpec) -> DataFra
     codes = _coded_events(spec)
     ts = F.col("ts_us")
     # Only events some snapshot can see: before its T and, with a bounded history, within it.
-    visible = F.lit(False)
-    for t in times:
-        visible |= (ts < F.lit(t)) & (F.lit(True) if spec.history is None else ts >= F.lit(t - _us(spec.history)))
+    visible = ts < F.lit(max(times)) if times else F.lit(False)
+    if spec.history is not None:
+        visible = F.lit(False)
+        for t in times:
+            visible |= (ts < F.lit(t)) & (ts >= F.lit(t - _us(spec.history)))
     same_type = Window.partitionBy("user_id", "code").orderBy("ts_us")
     # Descending order with a growing frame: "the earliest B at or after this row" in O(n) per partition.
     from_here_on = (
@@ -249,7 +255,7 @@ def _per_bin(timeline: DataFrame, times: list[int], spec: FeatureSpec, grid: _Da
     boundaries = _boundaries(times, spec)
     ts, prev = F.col("ts_us"), F.col("prev_us")
     bin_ = _bin_of(ts, boundaries)
-    inner_gap = F.coalesce(_bin_of(prev, boundaries) == bin_, F.lit(False)) & prev.isNotNull()
+    inner_gap = F.coalesce(_bin_of(prev, boundaries) == bin_, F.lit(False))
     gap_h = (ts - prev) / F.lit(_US_PER_HOUR)
     deviation = gap_h - F.col("gap_ref_h")
     inner = F.when(inner_gap, gap_h)
@@ -258,7 +264,7 @@ def _per_bin(timeline: DataFrame, times: list[int], spec: FeatureSpec, grid: _Da
     for index, pair in enumerate(spec.duration_pairs):
         next_b = F.col(f"next_{codes.index(pair.then)}_us")
         is_first = F.col("code") == codes.index(pair.first)
-        same_bin = F.coalesce(F.when(next_b.isNotNull(), _bin_of(next_b, boundaries)) == bin_, F.lit(False))
+        same_bin = F.coalesce(_bin_of(next_b, boundaries) == bin_, F.lit(False))
         wait = next_b - ts
         followed = wait <= F.lit(_us(pair.within))
         inner_a, exit_a = is_first & same_bin, is_first & ~same_bin
